@@ -1,0 +1,41 @@
+# Two commands: `make lab` opens the course, `make test` runs every test.
+# Both create .venv and install the course into it on first use (offline-friendly:
+# pip takes torch from the local wheel cache where the machine has one).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The real EuroSAT archive: use $(TL_EUROSAT_ARCHIVE) if set, else the shared copy beside the checkout.
+TL_EUROSAT_ARCHIVE ?= $(wildcard $(CURDIR)/../shared/data/eurosat/EuroSAT_RGB.zip)
+export TL_EUROSAT_ARCHIVE
+PYTEST_ARGS ?=
+
+.PHONY: install lab test test-fast exercises check-exercises bench e2e doctor data clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name tl-course --display-name "Python (tl-course)" >/dev/null
+	touch $(STAMP)
+
+lab: install
+	$(PY) -m tl_helpers doctor || true
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) --ServerApp.root_dir=$(CURDIR) notebooks/00_setup_check.ipynb
+
+doctor: install
+	$(PY) -m tl_helpers doctor
+
+data: install
+	$(PY) -m tl_helpers data prepare
+
+test: install
+	TL_REQUIRE_ALL_NOTEBOOKS=1 $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=300 $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

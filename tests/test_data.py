@@ -1,0 +1,222 @@
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tl_helpers import data
+from tests.conftest import make_fake_eurosat
+
+
+def _zip_folder(folder: Path, archive: Path, prefix: str = "2750/") -> Path:
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                zf.write(f, prefix + str(f.relative_to(folder)))
+    return archive
+
+
+@pytest.fixture
+def fake_archive(tmp_path, monkeypatch):
+    src = make_fake_eurosat(tmp_path / "src", per_class=6)
+    archive = _zip_folder(src, tmp_path / "EuroSAT_RGB.zip")
+    monkeypatch.setattr(data, "KNOWN_SHA256", {data.sha256_file(archive): "fake"})
+    return archive
+
+
+def test_finds_unpacked_folder(isolated_env, fake_root, monkeypatch):
+    monkeypatch.setenv("TL_DATA_DIR", str(fake_root.parents[1]))
+    assert data.find_eurosat() == fake_root
+
+
+def test_missing_data_error_says_where_to_put_it(isolated_env, no_network):
+    with pytest.raises(data.DataNotFoundError) as info:
+        data.find_eurosat()
+    message = str(info.value)
+    assert "EuroSAT_RGB.zip" in message and str(isolated_env) in message and "TL_EUROSAT_ARCHIVE" in message
+
+
+def test_archive_is_verified_and_extracted(isolated_env, fake_archive, monkeypatch):
+    monkeypatch.setenv("TL_EUROSAT_ARCHIVE", str(fake_archive))
+    root = data.find_eurosat()
+    assert root == isolated_env / "eurosat" / "2750"
+    assert len(data.scan_folder(root).samples) == 60
+    assert (root / data.COMPLETE_MARKER).is_file()
+    assert not [p for p in root.parent.iterdir() if p.name.startswith(".extract-")]
+
+
+def test_archive_with_other_top_folder_is_accepted(isolated_env, tmp_path, monkeypatch):
+    src = make_fake_eurosat(tmp_path / "src", per_class=3)
+    archive = _zip_folder(src, tmp_path / "EuroSAT.zip", prefix="EuroSAT_RGB/")
+    root = data.find_eurosat(archive=archive, verify=False)
+    assert len(data.scan_folder(root).samples) == 30
+
+
+def test_wrong_checksum_stops_and_leaves_nothing(isolated_env, fake_archive, monkeypatch):
+    monkeypatch.setattr(data, "KNOWN_SHA256", {"0" * 64: "other"})
+    with pytest.raises(data.DataError, match="matches no known EuroSAT release"):
+        data.find_eurosat(archive=fake_archive)
+    assert not (isolated_env / "eurosat" / "2750").exists()
+    assert not list((isolated_env / "eurosat").glob(".extract-*")) if (isolated_env / "eurosat").exists() else True
+
+
+def test_truncated_archive_stops_and_leaves_nothing(isolated_env, fake_archive):
+    truncated = fake_archive.with_name("EuroSAT.zip")
+    truncated.write_bytes(fake_archive.read_bytes()[: fake_archive.stat().st_size // 2])
+    with pytest.raises(data.DataError, match="truncated|corrupt"):
+        data.find_eurosat(archive=truncated, verify=False)
+    eurosat = isolated_env / "eurosat"
+    assert not (eurosat / "2750").exists() and not list(eurosat.glob(".extract-*"))
+
+
+def test_unexpected_layout_is_rejected(isolated_env, tmp_path):
+    archive = tmp_path / "weird.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("images/cat.jpg", b"x")
+    with pytest.raises(data.DataError, match="does not have the EuroSAT layout"):
+        data.find_eurosat(archive=archive, verify=False)
+    assert not (isolated_env / "eurosat" / "2750").exists()
+
+
+def test_read_only_data_dir_gives_clear_error(tmp_path, fake_archive, monkeypatch):
+    if os.geteuid() == 0:
+        # root ignores permissions: simulate the failure the kernel would report
+        import tempfile
+
+        def refuse(*a, **k):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    monkeypatch.setenv("TL_DATA_DIR", str(ro))
+    with pytest.raises(data.DataError, match="TL_DATA_DIR"):
+        data.find_eurosat(archive=fake_archive)
+
+
+def test_scan_skips_stray_files_and_rejects_empty_class(fake_root):
+    (fake_root / "Forest" / "Thumbs.db").write_bytes(b"junk")
+    with pytest.warns(UserWarning, match="non-image"):
+        report = data.scan_folder(fake_root)
+    assert len(report.samples) == 120 and report.skipped[0].endswith("Thumbs.db")
+    for f in (fake_root / "River").iterdir():
+        f.unlink()
+    with pytest.raises(data.DataError, match="River holds no images"):
+        data.scan_folder(fake_root)
+
+
+def test_split_is_balanced_disjoint_and_seeded(fake_root):
+    samples = data.scan_folder(fake_root).samples
+    split = data.make_split(samples, train_per_class=5, val_per_class=2, test_per_class=4, seed=0)
+    assert len(split.train) == 50 and len(split.val) == 20 and len(split.test) == 40
+    assert np.bincount([lab for _, lab in split.train]).tolist() == [5] * 10
+    names = [set(p for p, _ in split[s]) for s in ("train", "val", "test")]
+    assert not (names[0] & names[1]) and not (names[0] & names[2]) and not (names[1] & names[2])
+    again = data.make_split(list(reversed(samples)), train_per_class=5, val_per_class=2, test_per_class=4, seed=0)
+    assert again.digest() == split.digest()
+    other = data.make_split(samples, train_per_class=5, val_per_class=2, test_per_class=4, seed=1)
+    assert other.digest() != split.digest()
+    with pytest.raises(data.DataError, match="needs"):
+        data.make_split(samples, train_per_class=10, val_per_class=2, test_per_class=4)
+
+
+def test_decode_cache_is_used_then_invalidated(fake_root, tmp_path):
+    samples = data.scan_folder(fake_root).samples
+    cache = tmp_path / "cache"
+    first = data.decode_samples(fake_root, samples, cache=cache, name="t", progress=False)
+    assert first.images.dtype == torch.uint8 and first.images.shape == (120, 3, 64, 64)
+    files = list(cache.glob("*.pt"))
+    assert len(files) == 1
+    mtime = files[0].stat().st_mtime_ns
+    second = data.decode_samples(fake_root, samples, cache=cache, name="t", progress=False)
+    assert torch.equal(first.images, second.images) and files[0].stat().st_mtime_ns == mtime
+    # change one image: a new key, a rebuilt cache
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(fake_root / samples[0][0])
+    third = data.decode_samples(fake_root, samples, cache=cache, name="t", progress=False)
+    assert max(abs(v - t) for v, t in zip(third.images[0, :, 0, 0].tolist(), [1, 2, 3])) <= 2
+    assert not torch.equal(third.images[0], first.images[0])
+
+
+def test_corrupt_cache_is_rebuilt_not_used(fake_root, tmp_path):
+    samples = data.scan_folder(fake_root).samples
+    cache = tmp_path / "cache"
+    good = data.decode_samples(fake_root, samples, cache=cache, name="t", progress=False)
+    path = next(cache.glob("*.pt"))
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="unreadable"):
+        again = data.decode_samples(fake_root, samples, cache=cache, name="t", progress=False)
+    assert torch.equal(good.images, again.images)
+
+
+def test_corrupt_jpeg_names_the_file(fake_root, tmp_path):
+    samples = data.scan_folder(fake_root).samples
+    bad = fake_root / samples[3][0]
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(data.DataError, match=str(bad)):
+        data.decode_samples(fake_root, samples, cache=tmp_path / "c", progress=False)
+    assert not list((tmp_path / "c").glob("*.pt"))
+
+
+def test_grayscale_and_rgba_are_converted(fake_root, tmp_path):
+    samples = data.scan_folder(fake_root).samples
+    Image.new("L", (64, 64), 128).save(fake_root / samples[0][0])
+    Image.new("RGBA", (32, 32), (10, 20, 30, 40)).save((fake_root / samples[1][0]).with_suffix(".png"))
+    (fake_root / samples[1][0]).unlink()
+    samples = data.scan_folder(fake_root).samples
+    with pytest.warns(UserWarning, match="Converted 2"):
+        out = data.decode_samples(fake_root, samples, cache=tmp_path / "c", progress=False)
+    assert out.images.shape[1:] == (3, 64, 64)
+
+
+def test_disk_full_while_caching_leaves_no_partial_file(fake_root, tmp_path, monkeypatch):
+    import errno
+
+    samples = data.scan_folder(fake_root).samples
+
+    def full(obj, f, *a, **k):
+        Path(f).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.warns(UserWarning, match="free some disk space"):
+        out = data.decode_samples(fake_root, samples, cache=tmp_path / "c", progress=False)
+    assert len(out) == 120 and list((tmp_path / "c").iterdir()) == []
+
+
+def test_loader_batches_are_normalised_augmented_and_seeded(fake_root, tmp_path):
+    samples = data.scan_folder(fake_root).samples
+    tensors = data.decode_samples(fake_root, samples, cache=tmp_path / "c", progress=False)
+    loader = data.make_loader(tensors, batch_size=16, image_size=96, train=True, seed=3)
+    assert loader.num_workers == 0 and not loader.pin_memory
+    x, y = next(iter(loader))
+    assert x.shape == (16, 3, 96, 96) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert -1.01 <= float(x.min()) and float(x.max()) <= 1.01
+    loader = data.make_loader(tensors, batch_size=16, image_size=96, train=True, seed=3)
+    loader2 = data.make_loader(tensors, batch_size=16, image_size=96, train=True, seed=3)
+    torch.manual_seed(0)
+    a = next(iter(loader))
+    torch.manual_seed(0)
+    b = next(iter(loader2))
+    assert torch.equal(a[0], b[0])
+    evaluation = data.make_loader(tensors, batch_size=50)
+    assert torch.equal(next(iter(evaluation))[1], tensors.labels[:50])
+
+
+def test_flip_rot90_keeps_content():
+    img = torch.arange(3 * 4 * 4, dtype=torch.uint8).view(3, 4, 4)
+    torch.manual_seed(0)
+    outs = {tuple(data.random_flip_rot90(img).flatten().tolist()) for _ in range(64)}
+    assert len(outs) == 8  # the 8 symmetries of a square
+    assert all(sorted(o) == sorted(img.flatten().tolist()) for o in outs)
+
+
+def test_per_class_subset(fake_root, tmp_path):
+    tensors = data.decode_samples(fake_root, data.scan_folder(fake_root).samples, cache=tmp_path / "c",
+                                  progress=False)
+    sub = tensors.per_class(3, seed=1)
+    assert len(sub) == 30 and torch.bincount(sub.labels).tolist() == [3] * 10
+    assert sub.files == tensors.per_class(3, seed=1).files

@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from tl_helpers import device
+
+
+def test_get_device_defaults_to_an_available_device(monkeypatch):
+    monkeypatch.delenv("TL_DEVICE", raising=False)
+    dev = device.get_device()
+    assert dev.type in ("cuda", "mps", "cpu")
+    if not torch.cuda.is_available():
+        assert dev.type != "cuda"
+
+
+def test_get_device_env_override(monkeypatch):
+    monkeypatch.setenv("TL_DEVICE", "cpu")
+    assert device.get_device() == torch.device("cpu")
+    assert device.get_device("cpu").type == "cpu"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
+def test_requesting_missing_cuda_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("TL_DEVICE", "cuda")
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        device.get_device()
+
+
+def test_precision_cpu_is_fp32_without_scaler():
+    p = device.choose_precision(torch.device("cpu"))
+    assert p.dtype is None and not p.use_scaler and not p.enabled
+    assert not p.grad_scaler().is_enabled()
+
+
+def test_precision_cuda_logic_without_a_gpu(monkeypatch):
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(device, "bf16_supported", lambda d: True)
+    p = device.choose_precision(cuda)
+    assert p.dtype == torch.bfloat16 and not p.use_scaler
+    monkeypatch.setattr(device, "bf16_supported", lambda d: False)
+    p = device.choose_precision(cuda)
+    assert p.dtype == torch.float16 and p.use_scaler
+    assert device.choose_precision(cuda, amp=False).dtype is None
+    assert device.choose_precision(torch.device("cpu"), amp=True).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="amp must be"):
+        device.choose_precision(cuda, amp="fast")
+
+
+def test_cpu_autocast_bf16_runs():
+    p = device.choose_precision(torch.device("cpu"), amp=torch.bfloat16)
+    lin = torch.nn.Linear(4, 2)
+    with p.autocast():
+        out = lin(torch.randn(3, 4))
+    assert out.dtype == torch.bfloat16
+
+
+def test_seed_everything_reproduces_and_is_safe_without_cuda():
+    device.seed_everything(123)
+    a = torch.randn(5)
+    device.seed_everything(123)
+    assert torch.equal(a, torch.randn(5))
+
+
+def test_to_device_channels_last_and_pinning_rules():
+    x = torch.randn(2, 3, 8, 8)
+    y = device.to_device(x, torch.device("cpu"), channels_last=True)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert device.pin_memory_for(torch.device("cpu")) is False
+    assert device.pin_memory_for(torch.device("cuda")) is True
+
+
+def test_num_threads_context_restores():
+    before = torch.get_num_threads()
+    with device.num_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.requires_cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_autocast_step():
+    dev = torch.device("cuda")
+    p = device.choose_precision(dev)
+    lin = torch.nn.Linear(8, 2).to(dev)
+    with p.autocast():
+        out = lin(torch.randn(4, 8, device=dev))
+    assert out.dtype == p.dtype

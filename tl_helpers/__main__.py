@@ -1,0 +1,5 @@
+import sys
+
+from tl_helpers.cli import main
+
+sys.exit(main())

@@ -1,0 +1,152 @@
+"""Command line: ``python -m tl_helpers doctor | data prepare``.
+
+Every failure on bad input ends with one line on stderr naming the file or
+argument and the fix, and exit status 2 (1 for "not ready" in ``doctor``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from typing import Callable, Sequence
+
+
+def _ok(flag: bool) -> str:
+    return "OK " if flag else "!! "
+
+
+def doctor(args: argparse.Namespace) -> int:
+    """Print versions, device, and whether weights and data are found and valid."""
+    import timm
+    import torch
+    import torchvision
+
+    from tl_helpers import data, device, models, paths
+
+    print(f"python       {platform.python_version()}  torch {torch.__version__}  torchvision "
+          f"{torchvision.__version__}  timm {timm.__version__}")
+    dev = device.get_device(args.device)
+    precision = device.choose_precision(dev)
+    print(f"device       {device.describe(dev)}; autocast {precision.dtype}; grad scaler {precision.use_scaler}")
+    ready = True
+
+    try:
+        t0 = time.perf_counter()
+        model = models.load_backbone(models.DEFAULT_BACKBONE).eval()
+        detail = f"{models.bundled_weights_path()} loaded strictly"
+        top = _classify_cat(model)
+        good = top is not None and "cat" in top
+        detail += f"; a cat photo -> {top!r}" if top else ""
+        print(f"{_ok(good)}weights   {detail} ({time.perf_counter() - t0:.1f}s)")
+        ready &= good
+    except Exception as exc:  # report, don't crash
+        print(f"!! weights   {exc}")
+        ready = False
+
+    root = data.eurosat_root(args.data_dir)
+    if data._has_class_folders(root):
+        try:
+            report = data.scan_folder(root)
+            n = len(report.samples)
+            good = n == data.EUROSAT_NUM_IMAGES
+            print(f"{_ok(good)}data      {root}: {n} images in 10 classes"
+                  + ("" if good else f" (expected {data.EUROSAT_NUM_IMAGES}; re-extract the archive)"))
+            ready &= good
+        except data.DataError as exc:
+            print(f"!! data      {exc}")
+            ready = False
+    else:
+        archives = [p for p in data.candidate_archives(args.data_dir) if p.is_file()]
+        if archives:
+            try:
+                data.verify_archive(archives[0])
+                print(f"OK data      archive {archives[0]} verified; it is extracted on first use "
+                      "(or now: python -m tl_helpers data prepare)")
+            except data.DataError as exc:
+                print(f"!! data      {exc}")
+                ready = False
+        else:
+            print(f"!! data      EuroSAT not found. Put EuroSAT_RGB.zip in {paths.data_dir(args.data_dir)} or set "
+                  f"{paths.ARCHIVE_ENV}; downloads are {'on' if paths.downloads_allowed() else 'off'}.")
+            ready = False
+    print(f"cache        {paths.cache_dir(args.data_dir)}")
+    print("READY" if ready else "NOT READY: fix the lines marked !!")
+    return 0 if ready else 1
+
+
+def _classify_cat(model) -> str | None:
+    try:
+        from skimage.data import chelsea
+    except ImportError:
+        return None
+    import torch
+    import torch.nn.functional as F
+
+    from tl_helpers.models import get_preprocessing, imagenet_class_names
+
+    pre = get_preprocessing(model)
+    x = torch.from_numpy(chelsea()).permute(2, 0, 1)[None].float() / 255
+    x = F.interpolate(x, size=224, mode=pre.interpolation, antialias=True).clamp(0, 1)
+    x = (x - torch.tensor(pre.mean).view(1, 3, 1, 1)) / torch.tensor(pre.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        return imagenet_class_names()[int(model(x).argmax())]
+
+
+def data_prepare(args: argparse.Namespace) -> int:
+    """Locate, verify, extract; build the split and the tensor caches."""
+    from tl_helpers import data
+
+    if args.archive is not None and not args.archive.exists():
+        raise data.DataNotFoundError(f"--archive {args.archive} does not exist. Fix: give the path of EuroSAT_RGB.zip.")
+    t0 = time.perf_counter()
+    root = data.find_eurosat(args.data_dir, archive=args.archive, verify=not args.no_verify)
+    report = data.scan_folder(root)
+    split = data.make_split(report.samples, seed=args.seed)
+    from tl_helpers.paths import cache_dir
+
+    for name in ("train", "val", "test"):
+        tensors = data.decode_samples(root, split[name], cache=cache_dir(args.data_dir), name=name,
+                                      progress=not args.quiet)
+        print(f"{name:5s} {len(tensors):5d} images, {tensors.images.shape[-1]}px, cached")
+    print(f"EuroSAT ready at {root} ({len(report.samples)} images; split {split.digest()[:12]}) "
+          f"in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(prog="python -m tl_helpers", description="Transfer-learning course helpers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("doctor", help="check versions, device, weights and data")
+    p.add_argument("--data-dir", type=Path, default=None, help="data folder (default $TL_DATA_DIR or ./data)")
+    p.add_argument("--device", default=None, help="force a device (cpu, cuda, mps)")
+    p.set_defaults(func=doctor)
+
+    d = sub.add_parser("data", help="data commands")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    prep = dsub.add_parser("prepare", help="locate, verify and extract EuroSAT; build split and caches")
+    prep.add_argument("--archive", type=Path, default=None, help="path of EuroSAT_RGB.zip / EuroSAT.zip")
+    prep.add_argument("--data-dir", type=Path, default=None, help="data folder (default $TL_DATA_DIR or ./data)")
+    prep.add_argument("--seed", type=int, default=0, help="split seed (the course uses 0)")
+    prep.add_argument("--no-verify", action="store_true", help="skip the archive checksum")
+    prep.add_argument("--quiet", action="store_true", help="no progress bars")
+    prep.set_defaults(func=data_prepare)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (RuntimeError, OSError, ValueError) as exc:
+        message = " ".join(str(exc).split()) if "\n" not in str(exc) else str(exc)
+        print(f"error: {message}", file=sys.stderr)
+        return 2

@@ -1,0 +1,197 @@
+"""Feature extraction with a frozen backbone, an on-disk feature cache, and linear probes."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from tl_helpers.data import ImageTensors, make_loader
+from tl_helpers.device import to_device
+from tl_helpers.files import atomic_torch_save, sha256_text
+from tl_helpers.models import get_preprocessing
+from tl_helpers.paths import cache_dir
+
+
+def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The pooled, pre-classifier features of a batch (timm ``forward_head(pre_logits=True)``)."""
+    if hasattr(model, "forward_features") and hasattr(model, "forward_head"):
+        return model.forward_head(model.forward_features(x), pre_logits=True)
+    head_holder = [(n, m) for n, m in model.named_children() if n in ("fc", "classifier", "head", "heads")]
+    if not head_holder:
+        raise ValueError(f"Don't know how to take pooled features from {type(model).__name__}")
+    name, head = head_holder[-1]
+    setattr(model, name, nn.Identity())
+    try:
+        return model(x)
+    finally:
+        setattr(model, name, head)
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, loader: DataLoader, device: torch.device | str, *,
+                     progress: bool = True, desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the frozen backbone once over ``loader`` (eval mode) and return ``(X, y)`` on the CPU."""
+    from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    was_training = model.training
+    model.eval().to(device)
+    xs, ys = [], []
+    try:
+        for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            xs.append(pooled_features(model, to_device(x, device)).float().cpu())
+            ys.append(y)
+    finally:
+        model.train(was_training)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _model_fingerprint(model: nn.Module) -> str:
+    """A hash of the weights (cheap: sums and a few values of every tensor)."""
+    parts = []
+    for name, t in model.state_dict().items():
+        t = t.detach().float().cpu().flatten()
+        parts.append(f"{name}:{tuple(t.shape)}:{float(t.sum()):.6e}:{float(t.abs().sum()):.6e}:"
+                     f"{float(t[:: max(1, len(t) // 7)].sum()) if len(t) else 0:.6e}")
+    return sha256_text(*parts)
+
+
+def cached_features(model: nn.Module, data: ImageTensors, *, image_size: int = 64, batch_size: int = 128,
+                    device: torch.device | str = "cpu", name: str = "split", cache: str | os.PathLike | None = None,
+                    progress: bool = True, mean: Sequence[float] | None = None,
+                    std: Sequence[float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled features of ``data``, computed once and cached on disk.
+
+    The cache key covers the model's weights, the input size, the preprocessing
+    and the images' file list, so a different model, size or split never reuses
+    a stale file; a corrupt cache file is rebuilt.
+    """
+    pre = get_preprocessing(model) if mean is None or std is None else None
+    mean = tuple(mean) if mean is not None else pre.mean
+    std = tuple(std) if std is not None else pre.std
+    interpolation = pre.interpolation if pre is not None else "bicubic"
+    key = sha256_text(_model_fingerprint(model), image_size, mean, std, interpolation, *data.files,
+                      data.labels.tolist())
+    folder = Path(cache) if cache is not None else cache_dir()
+    path = folder / f"features-{name}-{image_size}px-{key[:16]}.pt"
+    if path.is_file():
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            if blob.get("key") == key and len(blob["X"]) == len(data):
+                return blob["X"], blob["y"]
+            warnings.warn(f"Feature cache {path} does not match; rebuilding.", stacklevel=2)
+        except Exception as exc:
+            warnings.warn(f"Feature cache {path} is unreadable ({type(exc).__name__}); rebuilding.", stacklevel=2)
+    loader = make_loader(data, batch_size=batch_size, mean=mean, std=std, image_size=image_size,
+                         interpolation=interpolation, device=device)
+    X, y = extract_features(model, loader, device, progress=progress, desc=f"features {name}")
+    try:
+        atomic_torch_save({"key": key, "X": X, "y": y}, path)
+    except OSError as exc:
+        warnings.warn(f"{exc} Continuing without a feature cache.", stacklevel=2)
+    return X, y
+
+
+def fit_logistic_regression(X_train: torch.Tensor | np.ndarray, y_train: torch.Tensor | np.ndarray, *,
+                            C: float = 1.0, max_iter: int = 1000, seed: int = 0):
+    """A scikit-learn pipeline (standardise, then multinomial logistic regression).
+
+    Returns:
+        The fitted pipeline; use ``.score(X, y)`` for accuracy.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
+    return clf.fit(np.asarray(X_train), np.asarray(y_train))
+
+
+def train_linear_head(X_train: torch.Tensor, y_train: torch.Tensor, num_classes: int, *, epochs: int = 30,
+                      lr: float = 1e-2, weight_decay: float = 1e-4, batch_size: int = 256, seed: int = 0,
+                      hidden: int | None = None, dropout: float = 0.0) -> nn.Module:
+    """Train a small torch head (linear, or one hidden layer) on cached features.
+
+    Features are standardised inside the head (stored mean/std), so it can be
+    applied directly to the backbone's pooled output.
+    """
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    mean, std = X_train.mean(0), X_train.std(0).clamp_min(1e-6)
+    layers: list[nn.Module] = []
+    d = X_train.shape[1]
+    if hidden:
+        layers += [nn.Linear(d, hidden), nn.ReLU(), nn.Dropout(dropout)]
+        d = hidden
+    layers.append(nn.Linear(d, num_classes))
+    head = _StandardisedHead(mean, std, nn.Sequential(*layers))
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    n = len(X_train)
+    head.train()
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=g)
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            loss = loss_fn(head(X_train[idx]), y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return head.eval()
+
+
+class _StandardisedHead(nn.Module):
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, body: nn.Module):
+        super().__init__()
+        self.register_buffer("mean", mean.clone())
+        self.register_buffer("std", std.clone())
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body((x - self.mean) / self.std)
+
+
+@torch.no_grad()
+def head_accuracy(head: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy of a feature-space head."""
+    head.eval()
+    return float((head(X).argmax(1) == y).float().mean())
+
+
+@torch.no_grad()
+def nearest_class_mean(X_support: torch.Tensor, y_support: torch.Tensor, X_query: torch.Tensor) -> torch.Tensor:
+    """Few-shot classification: label each query by the closest class-mean feature (cosine)."""
+    Xs = nn.functional.normalize(X_support, dim=1)
+    Xq = nn.functional.normalize(X_query, dim=1)
+    classes = torch.unique(y_support)
+    means = torch.stack([Xs[y_support == c].mean(0) for c in classes])
+    means = nn.functional.normalize(means, dim=1)
+    return classes[(Xq @ means.T).argmax(1)]
+
+
+@torch.no_grad()
+def layer_outputs(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Activations of named sub-modules for a batch, captured with forward hooks (eval mode)."""
+    modules = dict(model.named_modules())
+    missing = [name for name in layers if name not in modules]
+    if missing:
+        raise KeyError(f"No module named {missing}; see [n for n, _ in model.named_modules()]")
+    out: dict[str, torch.Tensor] = {}
+    handles = [modules[name].register_forward_hook(lambda _m, _i, o, name=name: out.__setitem__(name, o.detach()))
+               for name in layers]
+    was_training = model.training
+    model.eval()
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {name: out[name] for name in layers}

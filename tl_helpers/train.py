@@ -1,0 +1,251 @@
+"""Training and evaluation loops: ``fit``, ``evaluate``, ``predict``, checkpoints.
+
+Device, precision and memory format are chosen explicitly in a few lines
+(see :func:`tl_helpers.device.choose_precision`); nothing is read from globals.
+
+Reproducibility: ``fit`` reseeds torch's RNG and the loader's shuffling
+generator at the start of every epoch from ``seed + epoch``. Each epoch is
+therefore a pure function of the weights at its start, which is what makes a
+run resumed from a checkpoint end with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from tl_helpers.device import Precision, choose_precision, to_device
+from tl_helpers.files import atomic_torch_save
+
+
+@dataclass
+class History:
+    """Per-epoch metrics of a :func:`fit` run."""
+
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    epoch_time: list[float] = field(default_factory=list)
+    images_per_sec: list[float] = field(default_factory=list)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.train_loss)
+
+    @property
+    def total_time(self) -> float:
+        return float(sum(self.epoch_time))
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return asdict(self)
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    accuracy: float
+    num_samples: int
+
+
+def _inputs(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    return to_device(x, device, channels_last=channels_last)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str, *,
+             loss_fn: Callable | None = None, amp: bool | str = "auto", channels_last: bool | None = None) -> EvalResult:
+    """Average loss and accuracy of ``model`` on ``loader`` in eval mode (restores the mode after)."""
+    device = torch.device(device)
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    precision = choose_precision(device, amp)
+    channels_last = _default_channels_last(device) if channels_last is None else channels_last
+    was_training = model.training
+    model.eval()
+    total_loss, correct, n = 0.0, 0, 0
+    try:
+        for x, y in loader:
+            x, y = _inputs(x, device, channels_last), y.to(device, non_blocking=device.type == "cuda")
+            with precision.autocast():
+                logits = model(x)
+            total_loss += float(loss_fn(logits.float(), y)) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            n += len(y)
+    finally:
+        model.train(was_training)
+    if n == 0:
+        raise ValueError("The evaluation loader yielded no samples.")
+    return EvalResult(total_loss / n, correct / n, n)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, device: torch.device | str, *, amp: bool | str = "auto",
+            channels_last: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Predictions in eval mode.
+
+    Returns:
+        ``(predicted labels, true labels, softmax probabilities)`` on the CPU.
+    """
+    device = torch.device(device)
+    precision = choose_precision(device, amp)
+    channels_last = _default_channels_last(device) if channels_last is None else channels_last
+    was_training = model.training
+    model.eval()
+    preds, labels, probs = [], [], []
+    try:
+        for x, y in loader:
+            with precision.autocast():
+                logits = model(_inputs(x, device, channels_last))
+            p = logits.float().softmax(1).cpu()
+            probs.append(p)
+            preds.append(p.argmax(1))
+            labels.append(y)
+    finally:
+        model.train(was_training)
+    return torch.cat(preds), torch.cat(labels), torch.cat(probs)
+
+
+def _default_channels_last(device: torch.device) -> bool:
+    # channels_last: ~2x faster training and eval of EfficientNet-Lite0 on this 2-core CPU
+    # (depthwise convolutions in oneDNN), and the usual win on CUDA. MPS support is patchy.
+    return device.type in ("cuda", "cpu")
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer, *, epoch: int,
+                    history: History, scheduler: object | None = None, scaler: object | None = None) -> Path:
+    """Write a checkpoint atomically (temp file, then rename)."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "epoch": epoch,
+        "history": history.to_dict(),
+    }
+    return atomic_torch_save(state, path)
+
+
+def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
+                    scheduler: object | None = None, scaler: object | None = None) -> tuple[int, History]:
+    """Restore a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
+
+    Returns:
+        ``(epochs completed, history so far)``.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise RuntimeError(f"Checkpoint {path} is unreadable ({type(exc).__name__}: {exc}). "
+                           "Fix: delete it to start over.") from exc
+    model.load_state_dict(state["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler") is not None:
+        scaler.load_state_dict(state["scaler"])
+    return int(state["epoch"]), History(**state["history"])
+
+
+def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None, optimizer: torch.optim.Optimizer,
+        *, epochs: int, device: torch.device | str, scheduler: object | None = None, loss_fn: Callable | None = None,
+        amp: bool | str | torch.dtype = "auto", channels_last: bool | None = None, seed: int = 0,
+        checkpoint: str | os.PathLike | None = None, resume: bool = False, scheduler_per_step: bool = True,
+        progress: bool = True, max_steps_per_epoch: int | None = None) -> History:
+    """Train ``model`` and return its :class:`History`.
+
+    Args:
+        model: The model (moved to ``device``; channels_last if chosen).
+        train_loader: Training batches.
+        val_loader: Validation batches, evaluated after each epoch (or ``None``).
+        optimizer: Built on the parameters that should train.
+        epochs: Total number of epochs (when resuming, the remaining ones run).
+        device: Where to train.
+        scheduler: Optional LR scheduler, stepped per batch (``scheduler_per_step``) or per epoch.
+        loss_fn: Defaults to cross-entropy.
+        amp: Mixed precision: "auto" (bf16/fp16 on CUDA, fp32 on CPU), True, False or a dtype.
+        channels_last: Memory format (default: on CUDA only).
+        seed: Seeds each epoch (``seed + epoch``) for shuffling, augmentation and dropout.
+        checkpoint: Save a checkpoint here after every epoch.
+        resume: Continue from ``checkpoint`` if it exists.
+        progress: Show tqdm progress bars.
+        max_steps_per_epoch: Stop each epoch early (for quick demos and tests).
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    precision: Precision = choose_precision(device, amp)
+    scaler = precision.grad_scaler()
+    channels_last = _default_channels_last(device) if channels_last is None else channels_last
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if not any(p.requires_grad for g in optimizer.param_groups for p in g["params"]):
+        raise ValueError("The optimizer holds no trainable parameters (empty, all frozen, or built from an "
+                         "exhausted model.parameters() generator). Rebuild it from the parameters to train.")
+
+    history, start = History(), 0
+    if resume and checkpoint is not None and Path(checkpoint).is_file():
+        start, history = load_checkpoint(checkpoint, model, optimizer, scheduler=scheduler, scaler=scaler)
+    generator = getattr(train_loader, "generator", None)
+    for epoch in range(start, epochs):
+        torch.manual_seed(seed + epoch)
+        if generator is not None:
+            generator.manual_seed(seed + epoch)
+        sampler = getattr(train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        model.train()
+        t0 = time.perf_counter()
+        total_loss, correct, n = 0.0, 0, 0
+        steps = len(train_loader) if max_steps_per_epoch is None else min(len(train_loader), max_steps_per_epoch)
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        for step, (x, y) in enumerate(train_loader):
+            if step >= steps:
+                break
+            x, y = _inputs(x, device, channels_last), y.to(device, non_blocking=device.type == "cuda")
+            with precision.autocast():
+                logits = model(x)
+                loss = loss_fn(logits.float(), y)
+            if not math.isfinite(loss.item()):
+                bar.close()
+                raise FloatingPointError(f"Loss became {loss.item()} at epoch {epoch + 1}, step {step}: the learning "
+                                         "rate is probably far too high.")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if scheduler is not None and scheduler_per_step:
+                scheduler.step()
+            total_loss += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            n += len(y)
+            bar.update(1)
+            bar.set_postfix(loss=f"{total_loss / n:.3f}", acc=f"{correct / n:.3f}")
+        bar.close()
+        if scheduler is not None and not scheduler_per_step:
+            scheduler.step()
+        elapsed = time.perf_counter() - t0
+        history.train_loss.append(total_loss / max(n, 1))
+        history.train_acc.append(correct / max(n, 1))
+        history.lr.append(float(optimizer.param_groups[-1]["lr"]))
+        history.epoch_time.append(elapsed)
+        history.images_per_sec.append(n / elapsed if elapsed > 0 else float("nan"))
+        if val_loader is not None:
+            result = evaluate(model, val_loader, device, loss_fn=loss_fn, amp=amp, channels_last=channels_last)
+            history.val_loss.append(result.loss)
+            history.val_acc.append(result.accuracy)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, model, optimizer, epoch=epoch + 1, history=history,
+                            scheduler=scheduler, scaler=scaler)
+    return history
