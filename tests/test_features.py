@@ -1,0 +1,72 @@
+import pytest
+import torch
+from torch import nn
+
+from tl_helpers import data, features, models
+
+
+@pytest.fixture
+def tensors(fake_root, tmp_path):
+    return data.decode_samples(fake_root, data.scan_folder(fake_root).samples, cache=tmp_path / "c", progress=False)
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return models.load_backbone("efficientnet_lite0")
+
+
+def test_pooled_features_shape_timm_and_torchvision(backbone):
+    x = torch.randn(2, 3, 64, 64)
+    assert features.pooled_features(backbone.eval(), x).shape == (2, 1280)
+    tv = models.load_backbone("torchvision/resnet18", pretrained=False).eval()
+    assert features.pooled_features(tv, x).shape == (2, 512)
+    assert isinstance(tv.fc, nn.Linear)  # the head was put back
+
+
+def test_feature_cache_hit_and_keying(backbone, tensors, tmp_path):
+    cache = tmp_path / "feat"
+    X1, y1 = features.cached_features(backbone, tensors, cache=cache, progress=False, name="t")
+    assert X1.shape == (len(tensors), 1280) and torch.equal(y1, tensors.labels)
+    files = sorted(cache.glob("*.pt"))
+    assert len(files) == 1
+    X2, _ = features.cached_features(backbone, tensors, cache=cache, progress=False, name="t")
+    assert torch.equal(X1, X2) and sorted(cache.glob("*.pt")) == files
+    features.cached_features(backbone, tensors, cache=cache, progress=False, name="t", image_size=96)
+    assert len(list(cache.glob("*.pt"))) == 2  # a different input size is a different cache entry
+    other = models.load_backbone("efficientnet_lite0", pretrained=False)
+    Xr, _ = features.cached_features(other, tensors, cache=cache, progress=False, name="t")
+    assert len(list(cache.glob("*.pt"))) == 3 and not torch.allclose(Xr, X1)
+
+
+def test_corrupt_feature_cache_is_rebuilt(backbone, tensors, tmp_path):
+    cache = tmp_path / "feat"
+    X1, _ = features.cached_features(backbone, tensors, cache=cache, progress=False)
+    f = next(cache.glob("*.pt"))
+    f.write_bytes(b"broken")
+    with pytest.warns(UserWarning, match="unreadable"):
+        X2, _ = features.cached_features(backbone, tensors, cache=cache, progress=False)
+    assert torch.allclose(X1, X2)
+
+
+def test_linear_probe_and_torch_head_learn(backbone, tensors, tmp_path):
+    X, y = features.cached_features(backbone, tensors, cache=tmp_path / "f", progress=False)
+    clf = features.fit_logistic_regression(X[::2], y[::2])
+    assert clf.score(X[1::2].numpy(), y[1::2].numpy()) > 0.8
+    head = features.train_linear_head(X[::2], y[::2], 10, epochs=50)
+    assert features.head_accuracy(head, X[1::2], y[1::2]) > 0.6  # chance: 0.1
+    mlp = features.train_linear_head(X[::2], y[::2], 10, epochs=50, hidden=64, dropout=0.1)
+    assert features.head_accuracy(mlp, X[1::2], y[1::2]) > 0.6
+
+
+def test_nearest_class_mean():
+    Xs = torch.tensor([[1.0, 0], [0.9, 0.1], [0, 1.0], [0.1, 0.9]])
+    ys = torch.tensor([0, 0, 3, 3])
+    pred = features.nearest_class_mean(Xs, ys, torch.tensor([[1.0, 0.2], [0.2, 1.0]]))
+    assert pred.tolist() == [0, 3]
+
+
+def test_layer_outputs(backbone):
+    maps = features.layer_outputs(backbone, torch.randn(1, 3, 64, 64), ["conv_stem", "blocks.5"])
+    assert maps["conv_stem"].shape == (1, 32, 32, 32) and maps["blocks.5"].shape[1] == 192
+    with pytest.raises(KeyError, match="nope"):
+        features.layer_outputs(backbone, torch.randn(1, 3, 64, 64), ["nope"])

@@ -1,0 +1,166 @@
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch import nn
+
+from tl_helpers import data, train
+
+
+def _tiny(fake_root, tmp_path):
+    tensors = data.decode_samples(fake_root, data.scan_folder(fake_root).samples, cache=tmp_path / "c", progress=False)
+    return tensors
+
+
+class TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.BatchNorm2d(8), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.1))
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(self.features(x))
+
+
+def _run(tensors, epochs, checkpoint=None, resume=False, seed=0):
+    torch.manual_seed(42)
+    model = TinyNet()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-2)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=4 * 7)  # the schedule of the whole 4-epoch run
+    tl = data.make_loader(tensors, batch_size=16, train=True, seed=seed, image_size=32)
+    vl = data.make_loader(tensors, batch_size=64, image_size=32)
+    h = train.fit(model, tl, vl, opt, epochs=epochs, device="cpu", scheduler=sched, seed=seed, checkpoint=checkpoint,
+                  resume=resume, progress=False)
+    return model, h
+
+
+def test_fit_learns_and_reports(fake_root, tmp_path):
+    tensors = _tiny(fake_root, tmp_path)
+    model, h = _run(tensors, epochs=6)
+    assert h.epochs == 6 and len(h.val_acc) == 6 and all(t > 0 for t in h.epoch_time)
+    assert h.val_acc[-1] > 0.5 > 0.1  # colours are learnable; chance is 0.1
+    assert h.train_loss[-1] < h.train_loss[0]
+    assert h.images_per_sec[-1] > 0 and h.lr[-1] < h.lr[0]
+
+
+def test_same_seed_same_numbers(fake_root, tmp_path):
+    tensors = _tiny(fake_root, tmp_path)
+    m1, h1 = _run(tensors, epochs=2)
+    m2, h2 = _run(tensors, epochs=2)
+    assert h1.train_loss == h2.train_loss and h1.val_acc == h2.val_acc
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+
+
+def test_resume_reproduces_uninterrupted_run(fake_root, tmp_path):
+    tensors = _tiny(fake_root, tmp_path)
+    full, h_full = _run(tensors, epochs=4)
+    ckpt = tmp_path / "run.pt"
+    _run(tensors, epochs=2, checkpoint=ckpt)  # "interrupted" after two epochs
+    resumed, h_res = _run(tensors, epochs=4, checkpoint=ckpt, resume=True)
+    assert h_res.epochs == 4 and h_res.train_loss == h_full.train_loss
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_evaluate_restores_mode_and_predict_shapes(fake_root, tmp_path):
+    tensors = _tiny(fake_root, tmp_path)
+    model = TinyNet().train()
+    vl = data.make_loader(tensors, batch_size=50, image_size=32)
+    r = train.evaluate(model, vl, "cpu")
+    assert model.training and r.num_samples == len(tensors) and 0 <= r.accuracy <= 1
+    preds, labels, probs = train.predict(model, vl, "cpu")
+    assert preds.shape == labels.shape == (len(tensors),) and probs.shape == (len(tensors), 10)
+    assert torch.allclose(probs.sum(1), torch.ones(len(tensors)), atol=1e-5)
+
+
+def test_empty_optimizer_is_rejected(fake_root, tmp_path):
+    tensors = _tiny(fake_root, tmp_path)
+    model = TinyNet()
+    params = model.parameters()
+    sum(p.numel() for p in params)  # the generator is now exhausted: the slip the course warns about
+    with pytest.raises(ValueError):  # torch itself refuses an empty parameter list
+        torch.optim.SGD(params, lr=0.1)
+    frozen = TinyNet()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.SGD(frozen.parameters(), lr=0.1)
+    tl = data.make_loader(tensors, batch_size=16, train=True, image_size=32)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        train.fit(frozen, tl, None, opt, epochs=1, device="cpu", progress=False)
+
+
+def test_divergence_is_reported(fake_root, tmp_path):
+    tensors = _tiny(fake_root, tmp_path)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=float("inf"))  # weights blow up after one step
+    tl = data.make_loader(tensors, batch_size=16, train=True, image_size=32)
+    with pytest.raises(FloatingPointError, match="learning rate"):
+        train.fit(model, tl, None, opt, epochs=3, device="cpu", progress=False)
+
+
+def test_checkpoint_load_uses_weights_only_and_reports_corruption(tmp_path):
+    model = TinyNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = train.save_checkpoint(tmp_path / "c.pt", model, opt, epoch=1, history=train.History(train_loss=[1.0]))
+    epoch, hist = train.load_checkpoint(path, TinyNet(), torch.optim.SGD(TinyNet().parameters(), lr=0.1))
+    assert epoch == 1 and hist.train_loss == [1.0]
+    path.write_bytes(b"garbage")
+    with pytest.raises(RuntimeError, match="delete it"):
+        train.load_checkpoint(path, TinyNet())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_run_resumes_to_identical_weights(fake_root, tmp_path, sig):
+    """A real process is killed mid-training; resuming gives the uninterrupted run's weights."""
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, time, torch
+        sys.path.insert(0, {str(tmp_path.parent)!r})
+        from tl_helpers import data, train
+        from tests.test_train import TinyNet
+        root = {str(fake_root)!r}
+        t = data.decode_samples(root, data.scan_folder(root).samples, cache={str(tmp_path / 'c')!r}, progress=False)
+        slow = len(sys.argv) > 2
+        class Slow(torch.utils.data.Dataset):
+            def __init__(self, ds): self.ds = ds
+            def __len__(self): return len(self.ds)
+            def __getitem__(self, i):
+                if slow: time.sleep(0.01)
+                return self.ds[i]
+        torch.manual_seed(42)
+        model = TinyNet()
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-2)
+        tl = data.make_loader(t, batch_size=16, train=True, image_size=32)
+        tl = torch.utils.data.DataLoader(Slow(tl.dataset), batch_size=16, shuffle=True, drop_last=True,
+                                         generator=tl.generator, collate_fn=tl.collate_fn)
+        train.fit(model, tl, None, opt, epochs=6, device='cpu', checkpoint=sys.argv[1], resume=True, progress=False)
+        torch.save(model.state_dict(), sys.argv[1] + '.final')
+    """))
+    import tl_helpers, pathlib
+    repo = str(pathlib.Path(tl_helpers.__file__).parents[1])
+    env = {"PYTHONPATH": repo, "PATH": "/usr/bin:/bin"}
+    ref = tmp_path / "ref.pt"
+    subprocess.run([sys.executable, str(script), str(ref)], check=True, env=env, cwd=repo)
+    ckpt = tmp_path / "ckpt.pt"
+    proc = subprocess.Popen([sys.executable, str(script), str(ckpt), "slow"], env=env, cwd=repo)
+    import time
+    deadline = time.time() + 60
+    while not ckpt.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # now mid-way through a later epoch
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+    assert proc.returncode != 0, "the run finished before it could be interrupted"
+    assert ckpt.exists() and not list(tmp_path.glob(".ckpt.pt.*"))  # atomic: no temp left visible
+    epoch_done = torch.load(ckpt, weights_only=True)["epoch"]
+    assert 1 <= epoch_done < 6
+    subprocess.run([sys.executable, str(script), str(ckpt)], check=True, env=env, cwd=repo)
+    a = torch.load(str(ref) + ".final", weights_only=True)
+    b = torch.load(str(ckpt) + ".final", weights_only=True)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
