@@ -220,3 +220,38 @@ def test_per_class_subset(fake_root, tmp_path):
     sub = tensors.per_class(3, seed=1)
     assert len(sub) == 30 and torch.bincount(sub.labels).tolist() == [3] * 10
     assert sub.files == tensors.per_class(3, seed=1).files
+
+
+def test_disk_full_during_extraction_leaves_nothing(isolated_env, fake_archive, monkeypatch):
+    import errno
+    import shutil
+
+    calls = {"n": 0}
+    real_copy = shutil.copyfileobj
+
+    def fill_up(src, dst, *a, **k):
+        calls["n"] += 1
+        if calls["n"] > 20:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_copy(src, dst, *a, **k)
+
+    monkeypatch.setattr(shutil, "copyfileobj", fill_up)
+    with pytest.raises(data.DataError, match="free disk space"):
+        data.find_eurosat(archive=fake_archive)
+    eurosat = isolated_env / "eurosat"
+    assert not (eurosat / "2750").exists() and not list(eurosat.glob(".extract-*"))
+
+
+def test_concurrent_extraction_uses_the_winner(isolated_env, fake_archive, monkeypatch):
+    """Two processes (e.g. torchrun ranks) extracting at once: the loser keeps the winner's copy."""
+    real_rename = os.rename
+
+    def someone_else_won(src, dst):
+        if str(dst).endswith("2750"):
+            make_fake_eurosat(Path(dst), per_class=2)
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", someone_else_won)
+    root = data.find_eurosat(archive=fake_archive)
+    assert len(data.scan_folder(root).samples) == 20  # the winner's copy, intact
+    assert not list(root.parent.glob(".extract-*"))

@@ -70,3 +70,13 @@ def test_layer_outputs(backbone):
     assert maps["conv_stem"].shape == (1, 32, 32, 32) and maps["blocks.5"].shape[1] == 192
     with pytest.raises(KeyError, match="nope"):
         features.layer_outputs(backbone, torch.randn(1, 3, 64, 64), ["nope"])
+
+
+def test_feature_cache_invalidated_by_preprocessing_and_data(backbone, tensors, tmp_path):
+    cache = tmp_path / "feat"
+    X1, _ = features.cached_features(backbone, tensors, cache=cache, progress=False)
+    X2, _ = features.cached_features(backbone, tensors, cache=cache, progress=False,
+                                     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    assert len(list(cache.glob("*.pt"))) == 2 and not torch.allclose(X1, X2)
+    features.cached_features(backbone, tensors.subset(range(10)), cache=cache, progress=False)
+    assert len(list(cache.glob("*.pt"))) == 3

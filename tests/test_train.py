@@ -164,3 +164,29 @@ def test_killed_run_resumes_to_identical_weights(fake_root, tmp_path, sig):
     b = torch.load(str(ckpt) + ".final", weights_only=True)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_same_seed_identical_metrics_in_fresh_processes(fake_root, tmp_path):
+    code = textwrap.dedent(f"""
+        import json, torch
+        from tl_helpers import data, train
+        from tests.test_train import TinyNet
+        t = data.decode_samples({str(fake_root)!r}, data.scan_folder({str(fake_root)!r}).samples,
+                                cache={str(tmp_path / 'c')!r}, progress=False)
+        torch.manual_seed(7)
+        model = TinyNet()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        h = train.fit(model, data.make_loader(t, batch_size=16, train=True, seed=7, image_size=32),
+                      data.make_loader(t, batch_size=64, image_size=32), opt, epochs=2, device="cpu",
+                      seed=7, progress=False)
+        print(json.dumps([h.train_loss, h.val_loss, h.val_acc]))
+    """)
+    import pathlib
+
+    import tl_helpers
+
+    repo = str(pathlib.Path(tl_helpers.__file__).parents[1])
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo,
+                           env={"PYTHONPATH": repo, "PATH": "/usr/bin:/bin"}, check=True).stdout.strip().splitlines()[-1]
+            for _ in range(2)]
+    assert runs[0] == runs[1]

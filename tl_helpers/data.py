@@ -217,9 +217,12 @@ def extract_archive(path: str | os.PathLike, root: str | os.PathLike, *, verify:
                     shutil.copyfileobj(src, dst)
         (tmp / COMPLETE_MARKER).write_text(json.dumps(
             {"archive": str(path), "sha256": archive_sha, "files": len(members)}))
-        if root.exists():
-            raise DataError(f"{root} appeared while extracting; delete it and retry.")
-        os.rename(tmp, root)
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            if not _has_class_folders(root):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first: use its copy
     except zipfile.BadZipFile as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise DataError(f"Archive {path} is corrupt ({exc}). Fix: delete it and copy/download it again.") from exc
