@@ -39,3 +39,6 @@ test-fast: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+bench: install
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
