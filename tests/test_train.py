@@ -190,3 +190,18 @@ def test_same_seed_identical_metrics_in_fresh_processes(fake_root, tmp_path):
                            env={"PYTHONPATH": repo, "PATH": "/usr/bin:/bin"}, check=True).stdout.strip().splitlines()[-1]
             for _ in range(2)]
     assert runs[0] == runs[1]
+
+
+@pytest.mark.slow
+def test_fit_with_torch_compile_matches_eager(fake_root, tmp_path):
+    tensors = _tiny(fake_root, tmp_path)
+
+    def run(compile_):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        h = train.fit(model, data.make_loader(tensors, batch_size=30, train=True, image_size=16), None, opt, epochs=1,
+                      device="cpu", progress=False, compile=compile_, max_steps_per_epoch=2)
+        return h.train_loss[0]
+
+    assert run(True) == pytest.approx(run(False), rel=1e-4)
