@@ -8,7 +8,7 @@ from tl_helpers import cli, data
 from tests.conftest import make_fake_eurosat
 
 
-def test_data_prepare_on_fake_archive(isolated_env, tmp_path, monkeypatch, capsys):
+def test_data_prepare_on_fake_archive(isolated_env, no_network, tmp_path, monkeypatch, capsys):
     src = make_fake_eurosat(tmp_path / "src", per_class=12)
     archive = tmp_path / "EuroSAT_RGB.zip"
     with zipfile.ZipFile(archive, "w") as zf:
@@ -40,7 +40,7 @@ def test_doctor_not_ready_without_data(isolated_env, capsys):
     assert "OK weights" in out and "!! data" in out and "NOT READY" in out
 
 
-def test_doctor_ready_with_data(isolated_env, monkeypatch, capsys):
+def test_doctor_ready_with_data(isolated_env, no_network, monkeypatch, capsys):
     root = make_fake_eurosat(isolated_env / "eurosat" / "2750", per_class=2)
     monkeypatch.setattr(data, "EUROSAT_NUM_IMAGES", 20)
     assert cli.main(["doctor"]) == 0
