@@ -37,6 +37,18 @@ test: install
 test-fast: install
 	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
 
+# Browser tests: the course in JupyterLab, in Debian's headless chromium (installs chromium
+# and the npm packages pinned by e2e/package-lock.json on first use). E2E_NOTEBOOKS=all runs
+# every notebook; see e2e/run.sh for the settings. Always stops JupyterLab; non-zero on failure.
+e2e: install
+	VENV=$(VENV) ./e2e/run.sh $(E2E_ARGS)
+
+exercises: install
+	$(PY) -m tl_helpers exercises build
+
+check-exercises: install
+	$(PY) -m tl_helpers exercises check
+
 clean:
 	rm -rf $(VENV) .pytest_cache
 

@@ -115,6 +115,39 @@ def data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def grade_command(args: argparse.Namespace) -> int:
+    """Grade notebooks or folders of submissions; write a gradebook and per-student feedback."""
+    import json
+
+    from tl_helpers import grading
+
+    results = grading.grade(args.paths, out=args.out, cell_timeout=args.cell_timeout,
+                            total_timeout=args.total_timeout, progress=not args.json, jobs=args.jobs)
+    if args.json:
+        print(json.dumps([r.to_json() for r in results], indent=2, ensure_ascii=False))
+    else:
+        print(grading.summary_table(results))
+        if args.out:
+            print(f"gradebook: {args.out}; feedback: {args.out.parent / (args.out.stem + '_feedback')}/")
+    return 0
+
+
+def exercises_command(args: argparse.Namespace) -> int:
+    """Generate exercises/ from solutions/, or check that the committed exercises are up to date."""
+    from tl_helpers import exercises
+
+    if args.exercises_command == "build":
+        for path in exercises.build():
+            print(f"wrote {path}")
+        return 0
+    problems = exercises.differences()
+    for line in problems:
+        print(line, file=sys.stderr)
+    if not problems:
+        print("exercises/ is up to date with solutions/")
+    return 1 if problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pathlib import Path
 
@@ -134,6 +167,24 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--no-verify", action="store_true", help="skip the archive checksum")
     prep.add_argument("--quiet", action="store_true", help="no progress bars")
     prep.set_defaults(func=data_prepare)
+
+    from tl_helpers.grading import CELL_TIMEOUT, TOTAL_TIMEOUT
+
+    g = sub.add_parser("grade", help="grade exercise notebooks (files or folders) in fresh kernels")
+    g.add_argument("paths", nargs="+", help="submitted notebooks or folders of them")
+    g.add_argument("--out", type=Path, default=None, help="gradebook CSV (feedback goes to <name>_feedback/)")
+    g.add_argument("--json", action="store_true", help="print one JSON object per submission")
+    g.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT, help=f"seconds per cell (default {CELL_TIMEOUT})")
+    g.add_argument("--total-timeout", type=int, default=TOTAL_TIMEOUT,
+                   help=f"seconds per submission (default {TOTAL_TIMEOUT})")
+    g.add_argument("--jobs", type=int, default=1, help="submissions graded at the same time (default 1)")
+    g.set_defaults(func=grade_command)
+
+    e = sub.add_parser("exercises", help="generate exercises/ from solutions/")
+    esub = e.add_subparsers(dest="exercises_command", required=True)
+    esub.add_parser("build", help="regenerate exercises/ from solutions/").set_defaults(func=exercises_command)
+    esub.add_parser("check", help="exit 1 when exercises/ differs from what solutions/ generates").set_defaults(
+        func=exercises_command)
     return parser
 
 

@@ -1,0 +1,183 @@
+"""Batch grading: fresh kernels, timeouts, hostile submissions, gradebook, JSON.
+
+Fast tests grade the hostile fixtures (tests/fixtures/submissions/hostile, one notebook per attack) in
+parallel with short timeouts. Slow tests grade every solution (full marks), every released exercise
+(zero, no crash), a wrong solution per diagnosed mistake (rejected with the matching hint) and
+alternative correct solutions (accepted), all generated from solutions/ by swapping one answer region.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from tl_helpers import grading
+from tl_helpers.checks import ASSIGNMENTS, total_points
+from tl_helpers.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+HOSTILE = REPO / "tests" / "fixtures" / "submissions" / "hostile"
+
+
+@pytest.fixture(scope="module")
+def hostile_results(tmp_path_factory) -> dict[str, grading.Submission]:
+    folder = tmp_path_factory.mktemp("class") / "hostile"
+    shutil.copytree(HOSTILE, folder)
+    (folder / "do_not_delete.txt").write_text("precious")
+    out = folder.parent / "gradebook.csv"
+    results = grading.grade([folder], out=out, cell_timeout=45, total_timeout=100, progress=False, jobs=4)
+    assert (folder / "do_not_delete.txt").read_text() == "precious"  # the grader ran on copies
+    assert len(list(folder.glob("*.ipynb"))) == len(list(HOSTILE.glob("*.ipynb")))
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == len(results) and all(r["score"] and r["verdict"] for r in rows)
+    feedback = sorted((folder.parent / "gradebook_feedback").glob("*.md"))
+    assert len(feedback) == len(results)
+    assert all(f.stat().st_size < 50_000 for f in feedback)
+    return {Path(r.submission).name.split("_03_")[0]: r for r in results}
+
+
+def earned(sub: grading.Submission) -> set[str]:
+    return {c.id for c in sub.checks if c.passed}
+
+
+def test_hostile_all_get_a_verdict(hostile_results):
+    assert set(hostile_results) == {"hang", "hang_ignoring_interrupts", "raises", "sys_exit", "os_exit", "flood",
+                                    "delete_files", "monkeypatch_check"}
+    for sub in hostile_results.values():
+        assert sub.max_score == total_points("03_freezing_exercises")
+        assert all(c.points <= c.max_points for c in sub.checks)
+        payload = sub.to_json()
+        assert set(payload) >= {"submission", "score", "max_score", "checks"}
+        assert all(set(c) == {"id", "passed", "points", "max_points", "feedback"} for c in payload["checks"])
+        # none of them builds an optimizer, so nobody may have that check
+        assert "optimizer_params" not in earned(sub)
+
+
+def test_cheating_earns_nothing(hostile_results):
+    for name in ("monkeypatch_check", "delete_files", "hang_ignoring_interrupts", "os_exit"):
+        assert hostile_results[name].score == 0, (name, hostile_results[name].to_json())
+    assert hostile_results["hang_ignoring_interrupts"].verdict.startswith("timed out")
+    assert hostile_results["os_exit"].verdict == "kernel died"
+
+
+def test_errors_and_hangs_keep_what_was_really_shown(hostile_results):
+    assert hostile_results["hang"].verdict == "a cell timed out"
+    assert hostile_results["raises"].verdict == "errors in cells"
+    for name in ("hang", "raises", "sys_exit", "flood"):
+        assert earned(hostile_results[name]) <= {"freeze_backbone", "bn_frozen", "trainable_count"}
+    # the honest part of these submissions is correct, so it earns its points
+    assert earned(hostile_results["raises"]) == {"freeze_backbone", "bn_frozen", "trainable_count"}
+    missing = {c.id: c.feedback for c in hostile_results["raises"].checks}["optimizer_params"]
+    assert "not defined: optimizer" in missing
+
+
+def test_cli_json_and_unreadable_submission(tmp_path, capsys):
+    bad = tmp_path / "eve_03_freezing_exercises.ipynb"
+    bad.write_text("{ not json")
+    other = tmp_path / "notes.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(), other)
+    assert main(["grade", str(tmp_path), "--json", "--out", str(tmp_path / "gb.csv")]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    by_name = {Path(p["submission"]).name: p for p in payload}
+    assert by_name[bad.name]["verdict"] == "unreadable" and by_name[bad.name]["score"] == 0
+    assert by_name[bad.name]["max_score"] == total_points("03_freezing_exercises")
+    assert by_name[other.name]["verdict"] == "unknown assignment"
+    assert (tmp_path / "gb.csv").is_file()
+
+
+def test_assignment_from_name_or_metadata(tmp_path):
+    assert grading.assignment_of(Path("alice/03_freezing_exercises.ipynb")) == "03_freezing_exercises"
+    assert grading.assignment_of(Path("bob_06_capstone_quick_check_exercises (1).ipynb")) == \
+        "06_capstone_quick_check_exercises"
+    nb = nbformat.v4.new_notebook(metadata={"tl_course": {"assignment": "04_replacing_the_head_exercises"}})
+    assert grading.assignment_of(Path("renamed.ipynb"), nb) == "04_replacing_the_head_exercises"
+
+
+# ----------------------------------------------------------------------------- slow: the real notebooks
+
+REGION = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.S)
+
+# (assignment, the solution line to replace, wrong or alternative code, gradebook column, hint or None if correct)
+VARIANTS = [
+    ("02_feature_extraction_exercises", "    return (images.float() / 255 - mean) / std",
+     "    return (images.float() / 255 - torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)) / "
+     "torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)", "normalisation", "ImageNet statistics"),
+    ("02_feature_extraction_exercises", 'test_small = data["test"].per_class(20, seed=seed)',
+     'test_small = data["train"].per_class(20, seed=seed + 1)', "split_leakage", "Data leakage"),
+    ("02_feature_extraction_exercises", "acc = clf.score(X_test.numpy(), y_test.numpy())",
+     "acc = clf.score(X_train.numpy(), y_train.numpy())", "probe_accuracy", "wrong split"),
+    ("03_freezing_exercises", "models.freeze(model)",
+     "for name, p in model.named_parameters():\n    p.requires_grad = name.startswith('classifier')",
+     "bn_frozen", "BatchNorm statistics still update"),
+    ("03_freezing_exercises", "models.freeze(model)", "models.freeze(model, up_to='blocks.3')",
+     "freeze_backbone", "partly frozen"),
+    ("03_freezing_exercises",
+     "optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)",
+     "optimizer = torch.optim.AdamW(model.parameters(), lr=lr)", "optimizer_params", "Frozen parameters"),
+    ("04_replacing_the_head_exercises", "model.classifier = nn.Linear(model.classifier.in_features, 10)",
+     "model.classifier = nn.Linear(512, 10)", "replace_head", "in_features"),
+    ("04_replacing_the_head_exercises", "    model.eval()\n", "", "evaluate_mode", "train mode"),
+    ("05_fine_tuning_low_lr_exercises", "lr = 1e-3", "lr = 0.1", "fine_tune_lr", "far too high"),
+    ("06_capstone_quick_check_exercises", "params = [p for p in model.parameters() if p.requires_grad]",
+     "params = (p for p in model.parameters() if p.requires_grad)", "optimizer_params", "no parameters at all"),
+    ("06_capstone_quick_check_exercises", "test_acc = evaluate(model, test_loader, device).accuracy",
+     "model.train()  # the mistake: measured (and left) in train mode\nwith torch.no_grad():\n"
+     "    test_acc = sum(int((model(x.to(device)).argmax(1).cpu() == y).sum()) for x, y in test_loader) / "
+     "len(test_small)",
+     "accuracy", "train mode"),
+    # alternative correct solutions
+    ("03_freezing_exercises", "models.freeze(model)",
+     "model.requires_grad_(False)\nmodel.get_classifier().requires_grad_(True)\n"
+     "for m in model.modules():\n    if isinstance(m, nn.BatchNorm2d):\n        m.momentum = 0.0", "bn_frozen", None),
+    ("04_replacing_the_head_exercises", "model.classifier = nn.Linear(model.classifier.in_features, 10)",
+     "models.replace_head(model, 10)", "replace_head", None),
+]
+
+
+def make_variant(tmp: Path, index: int, assignment: str, old: str, new: str) -> Path:
+    nb = nbformat.read(REPO / "solutions" / f"{assignment}.ipynb", as_version=4)
+    hits = [c for c in nb.cells if c.cell_type == "code" and ("\n" + old) in ("\n" + c.source)]
+    assert hits, old
+    hits[0].source = ("\n" + hits[0].source).replace("\n" + old, "\n" + new, 1)[1:]  # whole lines, not the HINT
+    path = tmp / f"v{index:02d}_{assignment}.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_solutions_full_marks_and_exercises_zero(tmp_path):
+    results = grading.grade([REPO / "solutions", REPO / "exercises"], out=tmp_path / "gb.csv", progress=False,
+                            jobs=2, cell_timeout=300, total_timeout=900)
+    assert len(results) == 2 * len(ASSIGNMENTS)
+    for sub in results:
+        if sub.submission.startswith("solutions"):
+            assert sub.score == sub.max_score == total_points(sub.assignment), sub.to_json()
+            assert sub.verdict == "ok", sub.to_json()
+        else:
+            assert sub.score == 0 and sub.max_score == total_points(sub.assignment), sub.to_json()
+            assert sub.verdict in ("errors in cells", "ok")
+            assert not any(c.passed for c in sub.checks)
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_wrong_solutions_rejected_with_hint_and_alternatives_accepted(tmp_path):
+    for i, (assignment, old, new, _, _) in enumerate(VARIANTS):
+        make_variant(tmp_path, i, assignment, old, new)
+    results = {Path(r.submission).name[:3]: r for r in grading.grade([tmp_path], progress=False, jobs=2,
+                                                                             cell_timeout=300, total_timeout=900)}
+    for i, (assignment, _, _, column, hint) in enumerate(VARIANTS):
+        sub = results[f"v{i:02d}"]
+        outcome = {c.id: c for c in sub.checks}[column]
+        if hint is None:
+            assert outcome.passed and sub.score == sub.max_score, sub.to_json()
+        else:
+            assert not outcome.passed and hint.lower() in outcome.feedback.lower(), (i, outcome)
+            assert sub.score < sub.max_score
