@@ -49,3 +49,31 @@ def test_layering(module):
         elif isinstance(node, ast.Import):
             imported |= {a.name.split(".")[1] for a in node.names if a.name.startswith("tl_helpers.")}
     assert imported <= LAYERS[module], f"{module} imports {imported - LAYERS[module]}"
+
+
+@pytest.mark.slow
+def test_notebook_count_check_fails_when_a_notebook_did_not_run(tmp_path):
+    """The root conftest's TL_REQUIRE_ALL_NOTEBOOKS check really sees nbval items (and fails)."""
+    import shutil
+    import subprocess
+    import sys
+
+    import nbformat
+
+    shutil.copy(REPO / "conftest.py", tmp_path / "conftest.py")
+    (tmp_path / "notebooks").mkdir()
+    for name in ("a_ok.ipynb", "b_not_run.ipynb"):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("assert 1 + 1 == 2")])
+        nbformat.write(nb, tmp_path / "notebooks" / name)
+    env = {**__import__("os").environ, "TL_REQUIRE_ALL_NOTEBOOKS": "1"}
+    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+            "--nbval-current-env", "--rootdir", str(tmp_path)]
+    partial = subprocess.run(args + ["notebooks/a_ok.ipynb"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=240)
+    assert partial.returncode != 0, partial.stdout
+    assert "1 of 2 notebooks ran and passed" in partial.stdout
+    assert "b_not_run.ipynb" in partial.stdout
+    full = subprocess.run(args + ["notebooks"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert full.returncode == 0, full.stdout
+    assert "all 2 notebooks executed and passed" in full.stdout
