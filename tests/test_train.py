@@ -205,3 +205,19 @@ def test_fit_with_torch_compile_matches_eager(fake_root, tmp_path):
         return h.train_loss[0]
 
     assert run(True) == pytest.approx(run(False), rel=1e-4)
+
+
+def test_warmup_cosine_schedule_shape():
+    param = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [param], "lr": 0.1}])
+    sched = train.warmup_cosine(opt, total_steps=10, warmup_steps=2)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.05) and lrs[1] == pytest.approx(0.1)   # linear warm-up to the peak
+    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:]))                    # then never rises
+    assert lrs[-1] < 0.01 and lrs[2] == pytest.approx(0.1)                  # cosine from the peak towards 0
+    with pytest.raises(ValueError, match="warmup_steps"):
+        train.warmup_cosine(opt, total_steps=5, warmup_steps=6)

@@ -114,6 +114,32 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device | str, *,
     return torch.cat(preds), torch.cat(labels), torch.cat(probs)
 
 
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,
+                  warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step schedule: linear warm-up to each group's LR, then cosine decay to zero.
+
+    Notebook 05 builds it by hand; this is the same schedule for reuse. Step it after
+    every batch (``fit(..., scheduler=..., scheduler_per_step=True)``, the default).
+
+    Args:
+        optimizer: Its groups' ``lr`` values are the peak learning rates.
+        total_steps: Optimizer steps in the whole run (``epochs * len(train_loader)``).
+        warmup_steps: Steps of linear warm-up from ``lr / warmup_steps`` to ``lr``.
+    """
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be at least 1, got {total_steps}")
+    if not 0 <= warmup_steps <= total_steps:
+        raise ValueError(f"warmup_steps must be between 0 and total_steps={total_steps}, got {warmup_steps}")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def _default_channels_last(device: torch.device) -> bool:
     # channels_last: ~2x faster training and eval of EfficientNet-Lite0 on this 2-core CPU
     # (depthwise convolutions in oneDNN), and the usual win on CUDA. MPS support is patchy.
