@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 # The real EuroSAT archive: use $(TL_EUROSAT_ARCHIVE) if set, else the shared copy beside the checkout.
 TL_EUROSAT_ARCHIVE ?= $(wildcard $(CURDIR)/../shared/data/eurosat/EuroSAT_RGB.zip)
 export TL_EUROSAT_ARCHIVE
+# SST-2 (notebook 08): $(TL_SST2_DIR) if set, else the shared copy beside the checkout.
+TL_SST2_DIR ?= $(wildcard $(CURDIR)/../shared/data/sst2)
+export TL_SST2_DIR
 PYTEST_ARGS ?=
 
 .PHONY: install lab test test-fast exercises check-exercises bench e2e doctor data clean

@@ -77,3 +77,35 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
+
+
+def tensor_digest(*arrays: Any) -> str:
+    """A sha256 over the dtype, shape and raw bytes of each torch tensor or numpy array."""
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for a in arrays:
+        t = a.detach().cpu().contiguous() if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
+        digest.update(f"{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def load_or_build(path: str | os.PathLike, key: str, build: Any, *, what: str = "cache") -> Any:
+    """The value cached at ``path`` under ``key``; else ``build()``, saved atomically."""
+    import warnings
+
+    target = Path(path)
+    if target.is_file():
+        try:
+            blob = torch.load(target, map_location="cpu", weights_only=True)
+            if isinstance(blob, dict) and blob.get("key") == key:
+                return blob["value"]
+        except Exception as exc:  # noqa: BLE001 - a corrupt file is rebuilt
+            warnings.warn(f"The {what} {target} is unreadable ({type(exc).__name__}); rebuilding it.", stacklevel=2)
+    value = build()
+    try:
+        atomic_torch_save({"key": key, "value": value}, target)
+    except OSError as exc:
+        warnings.warn(f"{exc} Continuing without the {what}.", stacklevel=2)
+    return value

@@ -1,0 +1,75 @@
+"""tl_helpers.quiz, and every quiz in the course notebooks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from tl_helpers import quiz as quiz_module
+from tl_helpers.quiz import Option, Question, QuizError, answer, validate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def q(*options: Option) -> Question:
+    return Question("Which?", tuple(options))
+
+
+def test_validate_accepts_one_correct_option_with_explanations():
+    validate([q(Option("a", True, "because"), Option("b", False, "no"))])
+
+
+@pytest.mark.parametrize("options, problem", [
+    ((Option("a", True, "x"), Option("b", True, "y")), "2 correct"),
+    ((Option("a", False, "x"), Option("b", False, "y")), "0 correct"),
+    ((Option("a", True, "x"), Option("b", False, "  ")), "no explanation"),
+    ((Option("a", True, "x"),), "at least two"),
+    ((Option("a", True, "x"), Option("a", False, "y")), "repeats"),
+])
+def test_validate_names_the_problem(options, problem):
+    with pytest.raises(QuizError, match=problem):
+        validate([q(*options)])
+    with pytest.raises(QuizError):
+        validate([])
+
+
+def test_answer_gives_feedback_for_every_option():
+    question = q(Option("a", False, "too small"), Option("b", True, "just right"))
+    assert answer(question, 1) == (True, "✅ Right. just right")
+    assert answer(question, "a") == (False, "❌ Not quite. too small")
+    with pytest.raises(KeyError):
+        answer(question, "c")
+
+
+def test_widget_shows_feedback_when_an_option_is_picked():
+    question = q(Option("a", False, "too <small>"), Option("b", True, "just right"))
+    box = quiz_module.quiz([question], title="T")
+    picker, feedback = box.children[2], box.children[3]
+    picker.value = "a"
+    assert "Not quite" in feedback.value and "&lt;small&gt;" in feedback.value
+    picker.value = "b"
+    assert "Right" in feedback.value
+
+
+def notebook_quizzes() -> list[tuple[str, str]]:
+    out = []
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code" and "quiz([" in cell.source:
+                out.append((path.name, cell.source))
+    return out
+
+
+def test_some_notebooks_end_with_a_quiz():
+    assert any(name.startswith("08_") for name, _ in notebook_quizzes())
+
+
+@pytest.mark.parametrize("name, source", notebook_quizzes(), ids=lambda v: v if v.endswith("ipynb") else "")
+def test_every_notebook_quiz_is_valid(name, source):
+    seen = []
+    namespace = {"Option": Option, "Question": Question, "quiz": lambda questions, **_: seen.append(questions)}
+    exec(compile(source, name, "exec"), namespace)  # the cell only builds questions and calls quiz()
+    assert len(seen) == 1 and 3 <= len(seen[0]) <= 5, f"{name}: a quiz has 3 to 5 questions"
+    validate(seen[0])
