@@ -131,12 +131,28 @@ VARIANTS = [
      "    test_acc = sum(int((model(x.to(device)).argmax(1).cpu() == y).sum()) for x, y in test_loader) / "
      "len(test_small)",
      "accuracy", "train mode"),
+    ("08_transfer_in_language_exercises", "        hidden = encoder(**batch).last_hidden_state",
+     "        hidden = encoder(input_ids=batch['input_ids']).last_hidden_state", "embed", "mask not passed"),
+    ("08_transfer_in_language_exercises",
+     "X_fit, y_fit = embed_sentences(train_small.texts), train_small.labels",
+     "X_fit = embed_sentences(train_small.texts + test_small.texts)\n"
+     "y_fit = torch.cat([train_small.labels, test_small.labels])", "probe", "Test sentences used for fitting"),
+    ("08_transfer_in_language_exercises",
+     "optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01)",
+     "optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)", "fine_tune_lr", "far too high for a BERT"),
     # alternative correct solutions
     ("03_freezing_exercises", "models.freeze(model)",
      "model.requires_grad_(False)\nmodel.get_classifier().requires_grad_(True)\n"
      "for m in model.modules():\n    if isinstance(m, nn.BatchNorm2d):\n        m.momentum = 0.0", "bn_frozen", None),
     ("04_replacing_the_head_exercises", "model.classifier = nn.Linear(model.classifier.in_features, 10)",
      "models.replace_head(model, 10)", "replace_head", None),
+    ("08_transfer_in_language_exercises",
+     "    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)\n"
+     "    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1e-9)",
+     "    return torch.stack([h[m.bool()].mean(0) for h, m in zip(hidden, attention_mask)])", "mean_pool", None),
+    ("08_transfer_in_language_exercises",
+     "optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01)",
+     "optimizer = torch.optim.Adam(model.parameters(), lr=2e-5)", "fine_tune_lr", None),
 ]
 
 

@@ -35,7 +35,7 @@ LAYERS = {  # module -> tl_helpers modules it may import
     "paths": set(), "files": set(), "device": set(),
     "data": {"files", "paths"}, "models": {"paths"},
     "train": {"device", "files"}, "features": {"data", "device", "files", "models", "paths"},
-    "plots": {"train"},
+    "plots": {"train"}, "text": {"files", "paths"}, "quiz": set(),
 }
 
 
