@@ -46,7 +46,7 @@ def doctor(args: argparse.Namespace) -> int:
         ready = False
 
     root = data.eurosat_root(args.data_dir)
-    if data._has_class_folders(root):
+    if data.has_class_folders(root):
         try:
             report = data.scan_folder(root)
             n = len(report.samples)

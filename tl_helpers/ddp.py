@@ -28,8 +28,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from tl_helpers import data, models, train
-from tl_helpers.device import get_device
-from tl_helpers.features import _model_fingerprint
+from tl_helpers.device import get_device, pin_memory_for
+
+__all__ = ["main"]
 
 
 def _setup() -> tuple[int, int, torch.device]:
@@ -86,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sampler = DistributedSampler(base.dataset, num_replicas=world, rank=rank, shuffle=True,
                                          seed=args.seed, drop_last=True)
             train_loader = DataLoader(base.dataset, batch_size=per_rank, sampler=sampler, drop_last=True,
-                                      collate_fn=base.collate_fn, pin_memory=device.type == "cuda")
+                                      collate_fn=base.collate_fn, pin_memory=pin_memory_for(device))
         else:
             train_loader = base
         val_loader = data.make_loader(val_data, batch_size=256, mean=pre.mean, std=pre.std,
@@ -99,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         history = train.fit(net, train_loader, val_loader, opt, epochs=args.epochs, device=device, seed=args.seed,
                             progress=rank == 0)
         seconds = time.perf_counter() - t0
-        fingerprint = _model_fingerprint(model)
+        fingerprint = models.model_fingerprint(model)
         prints = [None] * world
         if world > 1:
             dist.all_gather_object(prints, fingerprint)

@@ -19,6 +19,7 @@ import timm
 import torch
 from torch import nn
 
+from tl_helpers.files import sha256_text
 from tl_helpers.paths import downloads_allowed
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -433,3 +434,18 @@ def discriminative_param_groups(model: nn.Module, head_lr: float, decay: float =
     if not out:
         raise ValueError("The model has no trainable parameters: unfreeze something before building an optimizer.")
     return out
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A short hash of a model's weights (sums and a few values of every tensor, to 7 digits).
+
+    Cheap, and tolerant of last-bit differences (``tl_helpers.ddp`` compares the ranks'
+    weights with it). For an exact digest of the weights use
+    ``tl_helpers.files.tensor_digest(*model.state_dict().values())``.
+    """
+    parts = []
+    for name, t in model.state_dict().items():
+        t = t.detach().float().cpu().flatten()
+        parts.append(f"{name}:{tuple(t.shape)}:{float(t.sum()):.6e}:{float(t.abs().sum()):.6e}:"
+                     f"{float(t[:: max(1, len(t) // 7)].sum()) if len(t) else 0:.6e}")
+    return sha256_text(*parts)
