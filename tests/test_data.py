@@ -249,3 +249,19 @@ def test_concurrent_extraction_uses_the_winner(isolated_env, fake_archive, monke
     root = data.find_eurosat(archive=fake_archive)
     assert len(data.scan_folder(root).samples) == 20  # the winner's copy, intact
     assert not list(root.parent.glob(".extract-*"))
+
+
+def test_per_class_indices_matches_the_notebooks_draw():
+    """The helper notebooks 06 and 07 use: one seeded generator, classes in order, sorted indices per class."""
+    labels = np.repeat(np.arange(4), 7)[np.random.default_rng(5).permutation(28)]
+    idx = data.per_class_indices(labels, 3, seed=2)
+    rng = np.random.default_rng(2)
+    expected = np.concatenate([np.sort(rng.choice(np.flatnonzero(labels == c), size=3, replace=False))
+                               for c in range(4)])
+    assert idx.tolist() == expected.tolist()
+    assert np.bincount(labels[idx]).tolist() == [3, 3, 3, 3] and len(set(idx.tolist())) == 12
+    assert data.per_class_indices(torch.as_tensor(labels), 3, seed=2).tolist() == idx.tolist()
+    assert data.per_class_indices(labels, 3, seed=3).tolist() != idx.tolist()
+    assert data.per_class_indices(labels[labels != 1], 2, seed=0).size == 6  # only the classes present
+    with pytest.raises(ValueError):
+        data.per_class_indices(labels, 8, seed=0)

@@ -106,3 +106,25 @@ def test_feature_cache_is_keyed_on_labels(backbone, tensors, tmp_path):
     relabelled = data.ImageTensors(tensors.images, (tensors.labels + 1) % 10, list(tensors.files), tensors.classes)
     _, y2 = features.cached_features(backbone, relabelled, cache=cache, progress=False)
     assert torch.equal(y2, relabelled.labels) and not torch.equal(y1, y2)
+
+
+def test_logistic_regression_fits_with_one_blas_thread(monkeypatch):
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_info
+
+    seen = []
+    real_fit = LogisticRegression.fit
+
+    def spy(self, X, y, *args, **kwargs):
+        seen.append({info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"})
+        return real_fit(self, X, y, *args, **kwargs)
+
+    monkeypatch.setattr(LogisticRegression, "fit", spy)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 5))
+    y = (X[:, 0] > 0).astype(int)
+    assert features.fit_logistic_regression(X, y).score(X, y) > 0.9
+    assert seen == [{1}]
+    features.fit_logistic_regression(X, y, blas_threads=None)
+    assert len(seen) == 2
