@@ -1,7 +1,9 @@
 """Batch grading: fresh kernels, timeouts, hostile submissions, gradebook, JSON.
 
-Fast tests grade the hostile fixtures (tests/fixtures/submissions/hostile, one notebook per attack) in
-parallel with short timeouts. Slow tests grade every solution (full marks), every released exercise
+Fast tests run a tiny notebook under limits (tl_helpers.runner, through the ``grade-worker``
+subcommand), grade unreadable and unknown submissions, and find assignments by name. Slow tests
+grade the hostile fixtures (tests/fixtures/submissions/hostile, one notebook per attack; about two
+minutes, as two of them must hit the timeouts), every solution (full marks), every released exercise
 (zero, no crash), a wrong solution per diagnosed mistake (rejected with the matching hint) and
 alternative correct solutions (accepted), all generated from solutions/ by swapping one answer region.
 """
@@ -17,7 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tl_helpers import grading
+from tl_helpers import grading, runner
 from tl_helpers.checks import ASSIGNMENTS, total_points
 from tl_helpers.cli import main
 
@@ -46,6 +48,7 @@ def earned(sub: grading.Submission) -> set[str]:
     return {c.id for c in sub.checks if c.passed}
 
 
+@pytest.mark.slow
 def test_hostile_all_get_a_verdict(hostile_results):
     assert set(hostile_results) == {"hang", "hang_ignoring_interrupts", "raises", "sys_exit", "os_exit", "flood",
                                     "delete_files", "monkeypatch_check"}
@@ -59,6 +62,7 @@ def test_hostile_all_get_a_verdict(hostile_results):
         assert "optimizer_params" not in earned(sub)
 
 
+@pytest.mark.slow
 def test_cheating_earns_nothing(hostile_results):
     for name in ("monkeypatch_check", "delete_files", "hang_ignoring_interrupts", "os_exit"):
         assert hostile_results[name].score == 0, (name, hostile_results[name].to_json())
@@ -66,6 +70,7 @@ def test_cheating_earns_nothing(hostile_results):
     assert hostile_results["os_exit"].verdict == "kernel died"
 
 
+@pytest.mark.slow
 def test_errors_and_hangs_keep_what_was_really_shown(hostile_results):
     assert hostile_results["hang"].verdict == "a cell timed out"
     assert hostile_results["raises"].verdict == "errors in cells"
@@ -75,6 +80,32 @@ def test_errors_and_hangs_keep_what_was_really_shown(hostile_results):
     assert earned(hostile_results["raises"]) == {"freeze_backbone", "bn_frozen", "trainable_count"}
     missing = {c.id: c.feedback for c in hostile_results["raises"].checks}["optimizer_params"]
     assert "not defined: optimizer" in missing
+
+
+def test_runner_runs_a_copy_under_limits_and_reads_the_marked_result(tmp_path):
+    cells = ["open('made_by_the_notebook.txt', 'w').write('x')",
+             "raise ValueError('a learner mistake')",
+             "print('y' * 300_000)",
+             "answer = 42"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# text")]
+                                  + [nbformat.v4.new_code_cell(c) for c in cells])
+    path = tmp_path / "small.ipynb"
+    nbformat.write(nb, path)
+    marker = "MARK" + "x" * 8 + ":"
+    extra = f"import json\nprint('noise')\nprint({marker!r} + json.dumps({{'answer': answer}}))"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    run = runner.run_isolated(path, extra, marker, cell_timeout=60, total_timeout=120)
+    assert run.results == {"answer": 42} and not run.timed_out, run
+    assert run.events == ["cell 2 raised ValueError"], run.events
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # it ran on a copy, elsewhere
+
+
+def test_runner_total_timeout_kills_the_run(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import time\ntime.sleep(600)")])
+    path = tmp_path / "slow.ipynb"
+    nbformat.write(nb, path)
+    run = runner.run_isolated(path, "print('never')", "M:", cell_timeout=300, total_timeout=8)
+    assert run.timed_out and run.results is None
 
 
 def test_cli_json_and_unreadable_submission(tmp_path, capsys):

@@ -15,7 +15,6 @@ re-runs exactly these checks on the objects a submission produced.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -89,13 +88,11 @@ def check(id: str, *objects: Any) -> CheckResult:
 
 
 def total_points(assignment: str) -> int:
+    """The points an assignment is worth (the sum over its graded checks)."""
     return sum(CHECKS[cid].points for _, cid, _ in ASSIGNMENTS[assignment])
 
 
 # ----------------------------------------------------------------------------- helpers
-
-_HEAD_HINT_OUT = 10
-
 
 def _head_parameter_ids(model: nn.Module) -> set[int]:
     """ids of the parameters of the classification head (timm's ``get_classifier()`` or the last Linear)."""
@@ -588,10 +585,3 @@ ASSIGNMENTS: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
         ("accuracy", "accuracy", ("test_acc", "model", "train_small", "test_small")),
     ],
 }
-
-
-def is_finite_number(x: Any) -> bool:
-    try:
-        return math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False

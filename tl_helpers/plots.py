@@ -1,22 +1,54 @@
 """Figures for the course: training curves, confusion matrices, image grids, filters, feature maps.
 
 Every function returns the matplotlib ``Figure`` so notebooks (and tests) can inspect it.
+Importing this module does not import ``matplotlib.pyplot`` (so it never picks a
+backend); the first figure does.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from tl_helpers.train import History
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "RunHistory",
+    "confusion_matrix",
+    "plot_confusion_matrix",
+    "plot_embedding_2d",
+    "plot_feature_maps",
+    "plot_filters",
+    "plot_history",
+    "show_images",
+]
 
 
-def plot_history(histories: History | Mapping[str, History], title: str = "Training curves") -> plt.Figure:
+class RunHistory(Protocol):
+    """What :func:`plot_history` reads from a run (``tl_helpers.train.History`` has it)."""
+
+    train_loss: list[float]
+    train_acc: list[float]
+    val_loss: list[float]
+    val_acc: list[float]
+
+    @property
+    def epochs(self) -> int: ...
+
+
+def _pyplot() -> Any:
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_history(histories: RunHistory | Mapping[str, RunHistory], title: str = "Training curves") -> Figure:
     """Loss and accuracy per epoch for one run or several named runs."""
-    runs = {"run": histories} if isinstance(histories, History) else dict(histories)
+    plt = _pyplot()
+    runs = dict(histories) if isinstance(histories, Mapping) else {"run": histories}
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.5))
     for label, h in runs.items():
         epochs = np.arange(1, h.epochs + 1)
@@ -45,8 +77,9 @@ def confusion_matrix(y_true: Sequence[int] | torch.Tensor, y_pred: Sequence[int]
 
 
 def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], title: str = "Confusion matrix",
-                          normalize: bool = True) -> plt.Figure:
+                          normalize: bool = True) -> Figure:
     """A labelled confusion matrix (rows: true class, columns: predicted class)."""
+    plt = _pyplot()
     values = cm / cm.sum(1, keepdims=True).clip(min=1) if normalize else cm
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
     im = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalize else None)
@@ -72,8 +105,9 @@ def _as_hwc(image: torch.Tensor) -> np.ndarray:
 
 def show_images(images: torch.Tensor, labels: Sequence[int] | torch.Tensor, class_names: Sequence[str], *,
                 preds: Sequence[int] | torch.Tensor | None = None, ncols: int = 8,
-                title: str = "Images") -> plt.Figure:
+                title: str = "Images") -> Figure:
     """A grid of images titled with the true (and predicted) class; wrong predictions in red."""
+    plt = _pyplot()
     n = len(images)
     nrows = max(1, int(np.ceil(n / ncols)))
     fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.9 * nrows), squeeze=False)
@@ -93,8 +127,9 @@ def show_images(images: torch.Tensor, labels: Sequence[int] | torch.Tensor, clas
     return fig
 
 
-def plot_filters(weight: torch.Tensor, title: str = "First-layer filters", ncols: int = 8) -> plt.Figure:
+def plot_filters(weight: torch.Tensor, title: str = "First-layer filters", ncols: int = 8) -> Figure:
     """Show RGB convolution filters (``out x 3 x k x k``) as small colour images."""
+    plt = _pyplot()
     w = weight.detach().cpu().float()
     n = w.shape[0]
     nrows = int(np.ceil(n / ncols))
@@ -112,8 +147,9 @@ def plot_filters(weight: torch.Tensor, title: str = "First-layer filters", ncols
 
 
 def plot_feature_maps(maps: Mapping[str, torch.Tensor], num_channels: int = 8,
-                      title: str = "Feature maps") -> plt.Figure:
+                      title: str = "Feature maps") -> Figure:
     """For each named layer, the first ``num_channels`` channels of one image's activation."""
+    plt = _pyplot()
     fig, axes = plt.subplots(len(maps), num_channels, figsize=(1.4 * num_channels, 1.6 * len(maps)), squeeze=False)
     for row, (name, act) in enumerate(maps.items()):
         a = act[0] if act.dim() == 4 else act
@@ -130,8 +166,9 @@ def plot_feature_maps(maps: Mapping[str, torch.Tensor], num_channels: int = 8,
 
 
 def plot_embedding_2d(points: Mapping[str, np.ndarray], labels: np.ndarray, class_names: Sequence[str],
-                      title: str = "2-D map of features") -> plt.Figure:
+                      title: str = "2-D map of features") -> Figure:
     """Scatter plots of 2-D embeddings (e.g. PCA of early vs late features), one panel per entry."""
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(points), figsize=(5.5 * len(points), 4.5), squeeze=False)
     cmap = plt.get_cmap("tab10")
     for ax, (name, pts) in zip(axes[0], points.items()):

@@ -25,6 +25,17 @@ from torch.utils.data import DataLoader
 from tl_helpers.device import Precision, choose_precision, to_device
 from tl_helpers.files import atomic_torch_save
 
+__all__ = [
+    "EvalResult",
+    "History",
+    "evaluate",
+    "fit",
+    "load_checkpoint",
+    "predict",
+    "save_checkpoint",
+    "warmup_cosine",
+]
+
 
 @dataclass
 class History:
