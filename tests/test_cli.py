@@ -2,8 +2,6 @@ import subprocess
 import sys
 import zipfile
 
-import pytest
-
 from tests.helpers import make_fake_eurosat
 from tl_helpers import archive as archive_mod
 from tl_helpers import cli, data
@@ -43,7 +41,7 @@ def test_doctor_not_ready_without_data(isolated_env, capsys):
 
 
 def test_doctor_ready_with_data(isolated_env, no_network, monkeypatch, capsys):
-    root = make_fake_eurosat(isolated_env / "eurosat" / "2750", per_class=2)
+    make_fake_eurosat(isolated_env / "eurosat" / "2750", per_class=2)
     monkeypatch.setattr(data, "EUROSAT_NUM_IMAGES", 20)
     assert cli.main(["doctor"]) == 0
     assert "READY" in capsys.readouterr().out

@@ -209,8 +209,7 @@ def test_flip_rot90_keeps_content():
 
 
 def test_per_class_subset(fake_root, tmp_path):
-    tensors = data.decode_samples(fake_root, data.scan_folder(fake_root).samples, cache=tmp_path / "c",
-                                  progress=False)
+    tensors = data.decode_samples(fake_root, data.scan_folder(fake_root).samples, cache=tmp_path / "c", progress=False)
     sub = tensors.per_class(3, seed=1)
     assert len(sub) == 30 and torch.bincount(sub.labels).tolist() == [3] * 10
     assert sub.files == tensors.per_class(3, seed=1).files
@@ -256,8 +255,9 @@ def test_per_class_indices_matches_the_notebooks_draw():
     labels = np.repeat(np.arange(4), 7)[np.random.default_rng(5).permutation(28)]
     idx = data.per_class_indices(labels, 3, seed=2)
     rng = np.random.default_rng(2)
-    expected = np.concatenate([np.sort(rng.choice(np.flatnonzero(labels == c), size=3, replace=False))
-                               for c in range(4)])
+    expected = np.concatenate(
+        [np.sort(rng.choice(np.flatnonzero(labels == c), size=3, replace=False)) for c in range(4)]
+    )
     assert idx.tolist() == expected.tolist()
     assert np.bincount(labels[idx]).tolist() == [3, 3, 3, 3] and len(set(idx.tolist())) == 12
     assert data.per_class_indices(torch.as_tensor(labels), 3, seed=2).tolist() == idx.tolist()

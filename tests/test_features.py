@@ -75,8 +75,9 @@ def test_layer_outputs(backbone):
 def test_feature_cache_invalidated_by_preprocessing_and_data(backbone, tensors, tmp_path):
     cache = tmp_path / "feat"
     X1, _ = features.cached_features(backbone, tensors, cache=cache, progress=False)
-    X2, _ = features.cached_features(backbone, tensors, cache=cache, progress=False,
-                                     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    X2, _ = features.cached_features(
+        backbone, tensors, cache=cache, progress=False, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+    )
     assert len(list(cache.glob("*.pt"))) == 2 and not torch.allclose(X1, X2)
     features.cached_features(backbone, tensors.subset(range(10)), cache=cache, progress=False)
     assert len(list(cache.glob("*.pt"))) == 3
@@ -86,8 +87,9 @@ def test_feature_cache_is_keyed_on_pixels_not_file_names(backbone, tensors, tmp_
     """Same file names and labels, other pixels (a transformed copy): other features, never the first ones."""
     cache = tmp_path / "feat"
     X1, _ = features.cached_features(backbone, tensors, cache=cache, progress=False, name="t")
-    shifted = data.ImageTensors((255 - tensors.images).contiguous(), tensors.labels.clone(), list(tensors.files),
-                                tensors.classes)
+    shifted = data.ImageTensors(
+        (255 - tensors.images).contiguous(), tensors.labels.clone(), list(tensors.files), tensors.classes
+    )
     assert shifted.files == tensors.files
     X2, _ = features.cached_features(backbone, shifted, cache=cache, progress=False, name="t")
     assert len(list(cache.glob("*.pt"))) == 2

@@ -50,8 +50,16 @@ def earned(sub: grading.Submission) -> set[str]:
 
 @pytest.mark.slow
 def test_hostile_all_get_a_verdict(hostile_results):
-    assert set(hostile_results) == {"hang", "hang_ignoring_interrupts", "raises", "sys_exit", "os_exit", "flood",
-                                    "delete_files", "monkeypatch_check"}
+    assert set(hostile_results) == {
+        "hang",
+        "hang_ignoring_interrupts",
+        "raises",
+        "sys_exit",
+        "os_exit",
+        "flood",
+        "delete_files",
+        "monkeypatch_check",
+    }
     for sub in hostile_results.values():
         assert sub.max_score == total_points("03_freezing_exercises")
         assert all(c.points <= c.max_points for c in sub.checks)
@@ -83,12 +91,15 @@ def test_errors_and_hangs_keep_what_was_really_shown(hostile_results):
 
 
 def test_runner_runs_a_copy_under_limits_and_reads_the_marked_result(tmp_path):
-    cells = ["open('made_by_the_notebook.txt', 'w').write('x')",
-             "raise ValueError('a learner mistake')",
-             "print('y' * 300_000)",
-             "answer = 42"]
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# text")]
-                                  + [nbformat.v4.new_code_cell(c) for c in cells])
+    cells = [
+        "open('made_by_the_notebook.txt', 'w').write('x')",
+        "raise ValueError('a learner mistake')",
+        "print('y' * 300_000)",
+        "answer = 42",
+    ]
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_markdown_cell("# text")] + [nbformat.v4.new_code_cell(c) for c in cells]
+    )
     path = tmp_path / "small.ipynb"
     nbformat.write(nb, path)
     marker = "MARK" + "x" * 8 + ":"
@@ -124,8 +135,10 @@ def test_cli_json_and_unreadable_submission(tmp_path, capsys):
 
 def test_assignment_from_name_or_metadata(tmp_path):
     assert grading.assignment_of(Path("alice/03_freezing_exercises.ipynb")) == "03_freezing_exercises"
-    assert grading.assignment_of(Path("bob_06_capstone_quick_check_exercises (1).ipynb")) == \
-        "06_capstone_quick_check_exercises"
+    assert (
+        grading.assignment_of(Path("bob_06_capstone_quick_check_exercises (1).ipynb"))
+        == "06_capstone_quick_check_exercises"
+    )
     nb = nbformat.v4.new_notebook(metadata={"tl_course": {"assignment": "04_replacing_the_head_exercises"}})
     assert grading.assignment_of(Path("renamed.ipynb"), nb) == "04_replacing_the_head_exercises"
 
@@ -136,38 +149,90 @@ REGION = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.S)
 
 # (assignment, the solution line to replace, wrong or alternative code, gradebook column, hint or None if correct)
 VARIANTS = [
-    ("02_feature_extraction_exercises", "    return (images.float() / 255 - mean) / std",
-     "    return (images.float() / 255 - torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)) / "
-     "torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)", "normalisation", "ImageNet statistics"),
-    ("02_feature_extraction_exercises", 'test_small = data["test"].per_class(20, seed=seed)',
-     'test_small = data["train"].per_class(20, seed=seed + 1)', "split_leakage", "Data leakage"),
-    ("02_feature_extraction_exercises", "acc = clf.score(X_test.numpy(), y_test.numpy())",
-     "acc = clf.score(X_train.numpy(), y_train.numpy())", "probe_accuracy", "wrong split"),
-    ("03_freezing_exercises", "models.freeze(model)",
-     "for name, p in model.named_parameters():\n    p.requires_grad = name.startswith('classifier')",
-     "bn_frozen", "BatchNorm statistics still update"),
-    ("03_freezing_exercises", "models.freeze(model)", "models.freeze(model, up_to='blocks.3')",
-     "freeze_backbone", "partly frozen"),
-    ("03_freezing_exercises",
-     "optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)",
-     "optimizer = torch.optim.AdamW(model.parameters(), lr=lr)", "optimizer_params", "Frozen parameters"),
-    ("04_replacing_the_head_exercises", "model.classifier = nn.Linear(model.classifier.in_features, 10)",
-     "model.classifier = nn.Linear(512, 10)", "replace_head", "in_features"),
+    (
+        "02_feature_extraction_exercises",
+        "    return (images.float() / 255 - mean) / std",
+        "    return (images.float() / 255 - torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)) / "
+        "torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)",
+        "normalisation",
+        "ImageNet statistics",
+    ),
+    (
+        "02_feature_extraction_exercises",
+        'test_small = data["test"].per_class(20, seed=seed)',
+        'test_small = data["train"].per_class(20, seed=seed + 1)',
+        "split_leakage",
+        "Data leakage",
+    ),
+    (
+        "02_feature_extraction_exercises",
+        "acc = clf.score(X_test.numpy(), y_test.numpy())",
+        "acc = clf.score(X_train.numpy(), y_train.numpy())",
+        "probe_accuracy",
+        "wrong split",
+    ),
+    (
+        "03_freezing_exercises",
+        "models.freeze(model)",
+        "for name, p in model.named_parameters():\n    p.requires_grad = name.startswith('classifier')",
+        "bn_frozen",
+        "BatchNorm statistics still update",
+    ),
+    (
+        "03_freezing_exercises",
+        "models.freeze(model)",
+        "models.freeze(model, up_to='blocks.3')",
+        "freeze_backbone",
+        "partly frozen",
+    ),
+    (
+        "03_freezing_exercises",
+        "optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)",
+        "optimizer = torch.optim.AdamW(model.parameters(), lr=lr)",
+        "optimizer_params",
+        "Frozen parameters",
+    ),
+    (
+        "04_replacing_the_head_exercises",
+        "model.classifier = nn.Linear(model.classifier.in_features, 10)",
+        "model.classifier = nn.Linear(512, 10)",
+        "replace_head",
+        "in_features",
+    ),
     ("04_replacing_the_head_exercises", "    model.eval()\n", "", "evaluate_mode", "train mode"),
     ("05_fine_tuning_low_lr_exercises", "lr = 1e-3", "lr = 0.1", "fine_tune_lr", "far too high"),
-    ("06_capstone_quick_check_exercises", "params = [p for p in model.parameters() if p.requires_grad]",
-     "params = (p for p in model.parameters() if p.requires_grad)", "optimizer_params", "no parameters at all"),
-    ("06_capstone_quick_check_exercises", "test_acc = evaluate(model, test_loader, device).accuracy",
-     "model.train()  # the mistake: measured (and left) in train mode\nwith torch.no_grad():\n"
-     "    test_acc = sum(int((model(x.to(device)).argmax(1).cpu() == y).sum()) for x, y in test_loader) / "
-     "len(test_small)",
-     "accuracy", "train mode"),
+    (
+        "06_capstone_quick_check_exercises",
+        "params = [p for p in model.parameters() if p.requires_grad]",
+        "params = (p for p in model.parameters() if p.requires_grad)",
+        "optimizer_params",
+        "no parameters at all",
+    ),
+    (
+        "06_capstone_quick_check_exercises",
+        "test_acc = evaluate(model, test_loader, device).accuracy",
+        "model.train()  # the mistake: measured (and left) in train mode\nwith torch.no_grad():\n"
+        "    test_acc = sum(int((model(x.to(device)).argmax(1).cpu() == y).sum()) for x, y in test_loader) / "
+        "len(test_small)",
+        "accuracy",
+        "train mode",
+    ),
     # alternative correct solutions
-    ("03_freezing_exercises", "models.freeze(model)",
-     "model.requires_grad_(False)\nmodel.get_classifier().requires_grad_(True)\n"
-     "for m in model.modules():\n    if isinstance(m, nn.BatchNorm2d):\n        m.momentum = 0.0", "bn_frozen", None),
-    ("04_replacing_the_head_exercises", "model.classifier = nn.Linear(model.classifier.in_features, 10)",
-     "models.replace_head(model, 10)", "replace_head", None),
+    (
+        "03_freezing_exercises",
+        "models.freeze(model)",
+        "model.requires_grad_(False)\nmodel.get_classifier().requires_grad_(True)\n"
+        "for m in model.modules():\n    if isinstance(m, nn.BatchNorm2d):\n        m.momentum = 0.0",
+        "bn_frozen",
+        None,
+    ),
+    (
+        "04_replacing_the_head_exercises",
+        "model.classifier = nn.Linear(model.classifier.in_features, 10)",
+        "models.replace_head(model, 10)",
+        "replace_head",
+        None,
+    ),
 ]
 
 
@@ -184,8 +249,14 @@ def make_variant(tmp: Path, index: int, assignment: str, old: str, new: str) -> 
 @pytest.mark.slow
 @pytest.mark.real_data
 def test_solutions_full_marks_and_exercises_zero(tmp_path):
-    results = grading.grade([REPO / "solutions", REPO / "exercises"], out=tmp_path / "gb.csv", progress=False,
-                            jobs=2, cell_timeout=300, total_timeout=900)
+    results = grading.grade(
+        [REPO / "solutions", REPO / "exercises"],
+        out=tmp_path / "gb.csv",
+        progress=False,
+        jobs=2,
+        cell_timeout=300,
+        total_timeout=900,
+    )
     assert len(results) == 2 * len(ASSIGNMENTS)
     for sub in results:
         if sub.submission.startswith("solutions"):
@@ -202,9 +273,11 @@ def test_solutions_full_marks_and_exercises_zero(tmp_path):
 def test_wrong_solutions_rejected_with_hint_and_alternatives_accepted(tmp_path):
     for i, (assignment, old, new, _, _) in enumerate(VARIANTS):
         make_variant(tmp_path, i, assignment, old, new)
-    results = {Path(r.submission).name[:3]: r for r in grading.grade([tmp_path], progress=False, jobs=2,
-                                                                             cell_timeout=300, total_timeout=900)}
-    for i, (assignment, _, _, column, hint) in enumerate(VARIANTS):
+    results = {
+        Path(r.submission).name[:3]: r
+        for r in grading.grade([tmp_path], progress=False, jobs=2, cell_timeout=300, total_timeout=900)
+    }
+    for i, (_, _, _, column, hint) in enumerate(VARIANTS):
         sub = results[f"v{i:02d}"]
         outcome = {c.id: c for c in sub.checks}[column]
         if hint is None:

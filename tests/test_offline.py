@@ -26,8 +26,15 @@ def test_core_path_with_sockets_blocked(no_network, isolated_env, tmp_path, monk
     X, y = features.cached_features(model, d["train"], progress=False)
     assert X.shape == (40, 1280)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    h = train.fit(model, data.make_loader(d["train"], batch_size=8, train=True),
-                  data.make_loader(d["val"], batch_size=20), opt, epochs=1, device="cpu", progress=False)
+    h = train.fit(
+        model,
+        data.make_loader(d["train"], batch_size=8, train=True),
+        data.make_loader(d["val"], batch_size=20),
+        opt,
+        epochs=1,
+        device="cpu",
+        progress=False,
+    )
     assert h.epochs == 1
 
 

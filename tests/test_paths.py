@@ -33,8 +33,10 @@ def test_cache_dir_env_or_under_the_data_dir(clean_env, tmp_path):
     assert paths.cache_dir() == tmp_path / "c" and paths.cache_dir(tmp_path) == tmp_path / "c"
 
 
-@pytest.mark.parametrize("value,allowed", [("1", True), ("true", True), (" YES ", True), ("on", True),
-                                           ("0", False), ("", False), ("no", False)])
+@pytest.mark.parametrize(
+    "value,allowed",
+    [("1", True), ("true", True), (" YES ", True), ("on", True), ("0", False), ("", False), ("no", False)],
+)
 def test_downloads_allowed_env(clean_env, value, allowed):
     assert paths.downloads_allowed() is False
     clean_env.setenv(paths.ALLOW_DOWNLOAD_ENV, value)

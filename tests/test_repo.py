@@ -21,8 +21,11 @@ def _notebooks():
 @pytest.mark.parametrize("path", _notebooks(), ids=lambda p: str(p.relative_to(REPO)))
 def test_notebook_stored_without_outputs(path):
     nb = json.loads(path.read_text())
-    dirty = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"
-             and (c.get("outputs") or c.get("execution_count") is not None)]
+    dirty = [
+        i
+        for i, c in enumerate(nb["cells"])
+        if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count") is not None)
+    ]
     assert not dirty, f"{path.name}: cells {dirty} have stored outputs; clear them before committing"
 
 
@@ -41,7 +44,9 @@ _FLOOR = {"device", "files", "paths"}
 LAYERS = {  # module -> the tl_helpers modules it may import
     "__init__": set(),
     # the floor: nothing from the package
-    "paths": set(), "files": set(), "device": set(),
+    "paths": set(),
+    "files": set(),
+    "device": set(),
     "runner": set(),  # runs a notebook under limits; no torch, nothing of the course
     # data and models (and, later, text) stand on the floor, independent of each other
     "archive": {"files", "paths"},
@@ -91,11 +96,19 @@ def package_imports(tree: ast.AST) -> tuple[set[str], list[str]]:
                     aliases[alias.asname or alias.name] = alias.name
             else:
                 imported.add(submodule)
-                private += [f"{submodule}.{a.name}" for a in node.names
-                            if a.name.startswith("_") and not a.name.startswith("__")]
+                private += [
+                    f"{submodule}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")
+                ]
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
-                and node.attr.startswith("_") and not node.attr.startswith("__")):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
             private.append(f"{aliases[node.value.id]}.{node.attr}")
     return imported, private
 
@@ -198,14 +211,24 @@ def test_notebook_count_check_fails_when_a_notebook_did_not_run(tmp_path):
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("assert 1 + 1 == 2")])
         nbformat.write(nb, tmp_path / "notebooks" / name)
     env = {**__import__("os").environ, "TL_REQUIRE_ALL_NOTEBOOKS": "1"}
-    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
-            "--nbval-current-env", "--rootdir", str(tmp_path)]
-    partial = subprocess.run(args + ["notebooks/a_ok.ipynb"], cwd=tmp_path, env=env,
-                             capture_output=True, text=True, timeout=240)
+    args = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--nbval-lax",
+        "--nbval-current-env",
+        "--rootdir",
+        str(tmp_path),
+    ]
+    partial = subprocess.run(
+        args + ["notebooks/a_ok.ipynb"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
+    )
     assert partial.returncode != 0, partial.stdout
     assert "1 of 2 notebooks ran and passed" in partial.stdout
     assert "b_not_run.ipynb" in partial.stdout
-    full = subprocess.run(args + ["notebooks"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=240)
+    full = subprocess.run(args + ["notebooks"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert full.returncode == 0, full.stdout
     assert "all 2 notebooks executed and passed" in full.stdout

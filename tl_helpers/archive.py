@@ -52,8 +52,16 @@ __all__ = [
 ]
 
 EUROSAT_CLASSES: tuple[str, ...] = (
-    "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial",
-    "Pasture", "PermanentCrop", "Residential", "River", "SeaLake",
+    "AnnualCrop",
+    "Forest",
+    "HerbaceousVegetation",
+    "Highway",
+    "Industrial",
+    "Pasture",
+    "PermanentCrop",
+    "Residential",
+    "River",
+    "SeaLake",
 )
 EUROSAT_NUM_IMAGES = 27_000
 EUROSAT_IMAGE_SIZE = 64
@@ -61,8 +69,9 @@ EUROSAT_IMAGE_SIZE = 64
 KNOWN_SHA256 = {"c2c32f2142d694c77e0952b21986a642660499ce5fa00a3be8779c2bd96da50e": "EuroSAT_RGB.zip"}
 # torchvision's download (EuroSAT.zip) is published with an md5.
 KNOWN_MD5 = {"c8fa014336c82ac7804f0398fcb19387": "EuroSAT.zip (torchvision)"}
-DOWNLOAD_URL = ("https://huggingface.co/datasets/torchgeo/eurosat/resolve/"
-                "c877bcd43f099cd0196738f714544e355477f3fd/EuroSAT.zip")
+DOWNLOAD_URL = (
+    "https://huggingface.co/datasets/torchgeo/eurosat/resolve/c877bcd43f099cd0196738f714544e355477f3fd/EuroSAT.zip"
+)
 ARCHIVE_NAMES = ("EuroSAT_RGB.zip", "EuroSAT.zip")
 COMPLETE_MARKER = ".complete.json"
 
@@ -77,6 +86,7 @@ class DataNotFoundError(DataError, FileNotFoundError):
 
 # ----------------------------------------------------------------------------- locating
 
+
 def eurosat_root(data_dir_: str | os.PathLike | None = None) -> Path:
     """Where the unpacked class folders live: ``<data dir>/eurosat/2750``."""
     return data_dir(data_dir_) / "eurosat" / "2750"
@@ -87,8 +97,9 @@ def has_class_folders(root: Path) -> bool:
     return root.is_dir() and all((root / c).is_dir() for c in EUROSAT_CLASSES)
 
 
-def candidate_archives(data_dir_: str | os.PathLike | None = None,
-                       archive: str | os.PathLike | None = None) -> list[Path]:
+def candidate_archives(
+    data_dir_: str | os.PathLike | None = None, archive: str | os.PathLike | None = None
+) -> list[Path]:
     """Archive paths that are looked at, in order."""
     base = data_dir(data_dir_)
     out: list[Path] = []
@@ -100,8 +111,13 @@ def candidate_archives(data_dir_: str | os.PathLike | None = None,
     return out
 
 
-def find_eurosat(data_dir_: str | os.PathLike | None = None, *, archive: str | os.PathLike | None = None,
-                 allow_download: bool | None = None, verify: bool = True) -> Path:
+def find_eurosat(
+    data_dir_: str | os.PathLike | None = None,
+    *,
+    archive: str | os.PathLike | None = None,
+    allow_download: bool | None = None,
+    verify: bool = True,
+) -> Path:
     """Return the folder holding EuroSAT's 10 class folders, extracting or downloading if needed.
 
     Args:
@@ -184,7 +200,7 @@ def _archive_layout(zf: zipfile.ZipFile, path: Path) -> tuple[str, list[zipfile.
     prefix = complete[0]
     members = []
     for info in zf.infolist():
-        rel = info.filename[len(prefix):] if info.filename.startswith(prefix) else None
+        rel = info.filename[len(prefix) :] if info.filename.startswith(prefix) else None
         if rel is None or info.is_dir():
             continue
         parts = rel.split("/")
@@ -206,24 +222,29 @@ def extract_archive(path: str | os.PathLike, root: str | os.PathLike, *, verify:
         root.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=root.parent))
     except OSError as exc:
-        raise DataError(f"Cannot write into {root.parent}: {exc.strerror}. Fix: set TL_DATA_DIR to a "
-                        "writable folder with ~150 MB free.") from exc
+        raise DataError(
+            f"Cannot write into {root.parent}: {exc.strerror}. Fix: set TL_DATA_DIR to a "
+            "writable folder with ~150 MB free."
+        ) from exc
     try:
         try:
             zf = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as exc:
-            raise DataError(f"Archive {path} is not a readable zip ({exc}); it is probably truncated. "
-                            "Fix: delete it and copy/download it again.") from exc
+            raise DataError(
+                f"Archive {path} is not a readable zip ({exc}); it is probably truncated. "
+                "Fix: delete it and copy/download it again."
+            ) from exc
         with zf:
             prefix, members = _archive_layout(zf, path)
             for info in members:
-                rel = info.filename[len(prefix):]
+                rel = info.filename[len(prefix) :]
                 dest = tmp / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src, open(dest, "wb") as dst:
                     shutil.copyfileobj(src, dst)
-        (tmp / COMPLETE_MARKER).write_text(json.dumps(
-            {"archive": str(path), "sha256": archive_sha, "files": len(members)}))
+        (tmp / COMPLETE_MARKER).write_text(
+            json.dumps({"archive": str(path), "sha256": archive_sha, "files": len(members)})
+        )
         try:
             os.rename(tmp, root)
         except OSError:
@@ -235,8 +256,10 @@ def extract_archive(path: str | os.PathLike, root: str | os.PathLike, *, verify:
         raise DataError(f"Archive {path} is corrupt ({exc}). Fix: delete it and copy/download it again.") from exc
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise DataError(f"Extracting {path} into {root.parent} failed: {exc}. Fix: free disk space or set "
-                        "TL_DATA_DIR to a writable folder; nothing was left behind.") from exc
+        raise DataError(
+            f"Extracting {path} into {root.parent} failed: {exc}. Fix: free disk space or set "
+            "TL_DATA_DIR to a writable folder; nothing was left behind."
+        ) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -13,7 +13,7 @@ import argparse
 import platform
 import sys
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["build_parser", "main"]
 
@@ -30,8 +30,10 @@ def doctor(args: argparse.Namespace) -> int:
 
     from tl_helpers import data, device, models, paths
 
-    print(f"python       {platform.python_version()}  torch {torch.__version__}  torchvision "
-          f"{torchvision.__version__}  timm {timm.__version__}")
+    print(
+        f"python       {platform.python_version()}  torch {torch.__version__}  torchvision "
+        f"{torchvision.__version__}  timm {timm.__version__}"
+    )
     dev = device.get_device(args.device)
     precision = device.choose_precision(dev)
     print(f"device       {device.describe(dev)}; autocast {precision.dtype}; grad scaler {precision.use_scaler}")
@@ -56,8 +58,10 @@ def doctor(args: argparse.Namespace) -> int:
             report = data.scan_folder(root)
             n = len(report.samples)
             good = n == data.EUROSAT_NUM_IMAGES
-            print(f"{_ok(good)}data      {root}: {n} images in 10 classes"
-                  + ("" if good else f" (expected {data.EUROSAT_NUM_IMAGES}; re-extract the archive)"))
+            print(
+                f"{_ok(good)}data      {root}: {n} images in 10 classes"
+                + ("" if good else f" (expected {data.EUROSAT_NUM_IMAGES}; re-extract the archive)")
+            )
             ready &= good
         except data.DataError as exc:
             print(f"!! data      {exc}")
@@ -67,14 +71,18 @@ def doctor(args: argparse.Namespace) -> int:
         if archives:
             try:
                 data.verify_archive(archives[0])
-                print(f"OK data      archive {archives[0]} verified; it is extracted on first use "
-                      "(or now: python -m tl_helpers data prepare)")
+                print(
+                    f"OK data      archive {archives[0]} verified; it is extracted on first use "
+                    "(or now: python -m tl_helpers data prepare)"
+                )
             except data.DataError as exc:
                 print(f"!! data      {exc}")
                 ready = False
         else:
-            print(f"!! data      EuroSAT not found. Put EuroSAT_RGB.zip in {paths.data_dir(args.data_dir)} or set "
-                  f"{paths.ARCHIVE_ENV}; downloads are {'on' if paths.downloads_allowed() else 'off'}.")
+            print(
+                f"!! data      EuroSAT not found. Put EuroSAT_RGB.zip in {paths.data_dir(args.data_dir)} or set "
+                f"{paths.ARCHIVE_ENV}; downloads are {'on' if paths.downloads_allowed() else 'off'}."
+            )
             ready = False
     print(f"cache        {paths.cache_dir(args.data_dir)}")
     print("READY" if ready else "NOT READY: fix the lines marked !!")
@@ -112,11 +120,14 @@ def data_prepare(args: argparse.Namespace) -> int:
     from tl_helpers.paths import cache_dir
 
     for name in ("train", "val", "test"):
-        tensors = data.decode_samples(root, split[name], cache=cache_dir(args.data_dir), name=name,
-                                      progress=not args.quiet)
+        tensors = data.decode_samples(
+            root, split[name], cache=cache_dir(args.data_dir), name=name, progress=not args.quiet
+        )
         print(f"{name:5s} {len(tensors):5d} images, {tensors.images.shape[-1]}px, cached")
-    print(f"EuroSAT ready at {root} ({len(report.samples)} images; split {split.digest()[:12]}) "
-          f"in {time.perf_counter() - t0:.1f}s")
+    print(
+        f"EuroSAT ready at {root} ({len(report.samples)} images; split {split.digest()[:12]}) "
+        f"in {time.perf_counter() - t0:.1f}s"
+    )
     return 0
 
 
@@ -126,8 +137,14 @@ def grade_command(args: argparse.Namespace) -> int:
 
     from tl_helpers import grading
 
-    results = grading.grade(args.paths, out=args.out, cell_timeout=args.cell_timeout,
-                            total_timeout=args.total_timeout, progress=not args.json, jobs=args.jobs)
+    results = grading.grade(
+        args.paths,
+        out=args.out,
+        cell_timeout=args.cell_timeout,
+        total_timeout=args.total_timeout,
+        progress=not args.json,
+        jobs=args.jobs,
+    )
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=2, ensure_ascii=False))
     else:
@@ -188,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", type=Path, default=None, help="gradebook CSV (feedback goes to <name>_feedback/)")
     g.add_argument("--json", action="store_true", help="print one JSON object per submission")
     g.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT, help=f"seconds per cell (default {CELL_TIMEOUT})")
-    g.add_argument("--total-timeout", type=int, default=TOTAL_TIMEOUT,
-                   help=f"seconds per submission (default {TOTAL_TIMEOUT})")
+    g.add_argument(
+        "--total-timeout", type=int, default=TOTAL_TIMEOUT, help=f"seconds per submission (default {TOTAL_TIMEOUT})"
+    )
     g.add_argument("--jobs", type=int, default=1, help="submissions graded at the same time (default 1)")
     g.set_defaults(func=grade_command)
 
@@ -197,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     esub = e.add_subparsers(dest="exercises_command", required=True)
     esub.add_parser("build", help="regenerate exercises/ from solutions/").set_defaults(func=exercises_command)
     esub.add_parser("check", help="exit 1 when exercises/ differs from what solutions/ generates").set_defaults(
-        func=exercises_command)
+        func=exercises_command
+    )
 
     w = sub.add_parser("grade-worker", help="internal: run one submission for `grade` (from a job file)")
     w.add_argument("job", type=Path, help="the job file `grade` wrote (deleted once read)")

@@ -15,9 +15,9 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -113,8 +113,10 @@ def scan_folder(root: str | os.PathLike, classes: Sequence[str] = EUROSAT_CLASSE
     for label, cls in enumerate(classes):
         folder = root / cls
         if not folder.is_dir():
-            raise DataError(f"Class folder {folder} is missing. Fix: re-extract the archive "
-                            f"(delete {root} and run `python -m tl_helpers data prepare`).")
+            raise DataError(
+                f"Class folder {folder} is missing. Fix: re-extract the archive "
+                f"(delete {root} and run `python -m tl_helpers data prepare`)."
+            )
         found = []
         for entry in sorted(folder.iterdir()):
             if entry.suffix.lower() in IMAGE_SUFFIXES and entry.is_file():
@@ -122,8 +124,10 @@ def scan_folder(root: str | os.PathLike, classes: Sequence[str] = EUROSAT_CLASSE
             else:
                 skipped.append(str(entry))
         if not found:
-            raise DataError(f"Class folder {folder} holds no images. Fix: re-extract the archive "
-                            f"(delete {root} and run `python -m tl_helpers data prepare`).")
+            raise DataError(
+                f"Class folder {folder} holds no images. Fix: re-extract the archive "
+                f"(delete {root} and run `python -m tl_helpers data prepare`)."
+            )
         samples += found
     if skipped:
         warnings.warn(f"Skipped {len(skipped)} non-image file(s) in {root}, e.g. {skipped[0]}", stacklevel=2)
@@ -145,16 +149,23 @@ class Split:
 
     def digest(self) -> str:
         """sha256 over the three file lists: identical on every machine."""
-        return sha256_text(*(f"{name}:{path}:{label}" for name in ("train", "val", "test")
-                             for path, label in self[name]))
+        return sha256_text(
+            *(f"{name}:{path}:{label}" for name in ("train", "val", "test") for path, label in self[name])
+        )
 
 
 def _natural_key(path: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path))
 
 
-def make_split(samples: Sequence[Sample], *, train_per_class: int = 500, val_per_class: int = 100,
-               test_per_class: int = 300, seed: int = 0) -> Split:
+def make_split(
+    samples: Sequence[Sample],
+    *,
+    train_per_class: int = 500,
+    val_per_class: int = 100,
+    test_per_class: int = 300,
+    seed: int = 0,
+) -> Split:
     """A seeded, class-balanced train/val/test split with no overlap.
 
     Each class's files are sorted (natural order, so the result does not depend
@@ -173,13 +184,15 @@ def make_split(samples: Sequence[Sample], *, train_per_class: int = 500, val_per
     for label in sorted(by_class):
         files = sorted(by_class[label], key=_natural_key)
         if len(files) < need:
-            raise DataError(f"Class {label} has {len(files)} images but the split needs {need} "
-                            f"({train_per_class}+{val_per_class}+{test_per_class}); lower the per-class counts.")
+            raise DataError(
+                f"Class {label} has {len(files)} images but the split needs {need} "
+                f"({train_per_class}+{val_per_class}+{test_per_class}); lower the per-class counts."
+            )
         order = np.random.default_rng([seed, label]).permutation(len(files))
         chosen = [files[i] for i in order[:need]]
         parts["train"] += [(p, label) for p in chosen[:train_per_class]]
-        parts["val"] += [(p, label) for p in chosen[train_per_class:train_per_class + val_per_class]]
-        parts["test"] += [(p, label) for p in chosen[train_per_class + val_per_class:]]
+        parts["val"] += [(p, label) for p in chosen[train_per_class : train_per_class + val_per_class]]
+        parts["test"] += [(p, label) for p in chosen[train_per_class + val_per_class :]]
     return Split(**parts)
 
 
@@ -204,11 +217,13 @@ def per_class_indices(labels: Sequence[int] | np.ndarray | torch.Tensor, n: int,
     """
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
-    return np.concatenate([np.sort(rng.choice(np.flatnonzero(labels == c), size=n, replace=False))
-                           for c in np.unique(labels)])
+    return np.concatenate(
+        [np.sort(rng.choice(np.flatnonzero(labels == c), size=n, replace=False)) for c in np.unique(labels)]
+    )
 
 
 # ----------------------------------------------------------------------------- decoding and caching
+
 
 @dataclass
 class ImageTensors:
@@ -229,11 +244,11 @@ class ImageTensors:
     def __len__(self) -> int:
         return len(self.files)
 
-    def subset(self, indices: Sequence[int] | torch.Tensor) -> "ImageTensors":
+    def subset(self, indices: Sequence[int] | torch.Tensor) -> ImageTensors:
         idx = torch.as_tensor(indices, dtype=torch.long)
         return ImageTensors(self.images[idx], self.labels[idx], [self.files[i] for i in idx.tolist()], self.classes)
 
-    def per_class(self, n: int, seed: int = 0) -> "ImageTensors":
+    def per_class(self, n: int, seed: int = 0) -> ImageTensors:
         """A balanced, seeded subset with ``n`` images of each class."""
         chosen: list[int] = []
         for label in range(len(self.classes)):
@@ -260,9 +275,11 @@ def decode_image(path: Path, size: int = EUROSAT_IMAGE_SIZE) -> tuple[torch.Tens
                 img = img.resize((size, size), Image.BICUBIC)
             array = np.asarray(img, dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"Image {path} cannot be decoded ({exc}). Fix: delete this file, or re-extract "
-                        "the archive (delete the eurosat/2750 folder and run "
-                        "`python -m tl_helpers data prepare`).") from exc
+        raise DataError(
+            f"Image {path} cannot be decoded ({exc}). Fix: delete this file, or re-extract "
+            "the archive (delete the eurosat/2750 folder and run "
+            "`python -m tl_helpers data prepare`)."
+        ) from exc
     return torch.from_numpy(array).permute(2, 0, 1).contiguous(), converted
 
 
@@ -274,9 +291,16 @@ def _cache_key(root: Path, samples: Sequence[Sample], size: int) -> str:
     return sha256_text(CACHE_FORMAT, size, *stats)
 
 
-def decode_samples(root: str | os.PathLike, samples: Sequence[Sample], *, size: int = EUROSAT_IMAGE_SIZE,
-                   cache: str | os.PathLike | None = None, name: str = "split", progress: bool = True,
-                   classes: Sequence[str] = EUROSAT_CLASSES) -> ImageTensors:
+def decode_samples(
+    root: str | os.PathLike,
+    samples: Sequence[Sample],
+    *,
+    size: int = EUROSAT_IMAGE_SIZE,
+    cache: str | os.PathLike | None = None,
+    name: str = "split",
+    progress: bool = True,
+    classes: Sequence[str] = EUROSAT_CLASSES,
+) -> ImageTensors:
     """Decode images once into a uint8 tensor, cached on disk.
 
     The cache file is keyed by the file list, sizes, modification times and
@@ -307,8 +331,9 @@ def decode_samples(root: str | os.PathLike, samples: Sequence[Sample], *, size: 
             if was_converted:
                 converted.append(rel)
         if converted:
-            warnings.warn(f"Converted {len(converted)} image(s) to {size}x{size} RGB, e.g. {converted[0]}",
-                          stacklevel=3)
+            warnings.warn(
+                f"Converted {len(converted)} image(s) to {size}x{size} RGB, e.g. {converted[0]}", stacklevel=3
+            )
         labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
         return {"images": images, "labels": labels, "files": [rel for rel, _ in samples]}
 
@@ -316,9 +341,16 @@ def decode_samples(root: str | os.PathLike, samples: Sequence[Sample], *, size: 
     return ImageTensors(blob["images"], blob["labels"], list(blob["files"]), tuple(classes))
 
 
-def load_eurosat(splits: Sequence[str] = ("train", "val", "test"), *, data_dir_: str | os.PathLike | None = None,
-                 seed: int = 0, train_per_class: int = 500, val_per_class: int = 100, test_per_class: int = 300,
-                 progress: bool = True) -> dict[str, ImageTensors]:
+def load_eurosat(
+    splits: Sequence[str] = ("train", "val", "test"),
+    *,
+    data_dir_: str | os.PathLike | None = None,
+    seed: int = 0,
+    train_per_class: int = 500,
+    val_per_class: int = 100,
+    test_per_class: int = 300,
+    progress: bool = True,
+) -> dict[str, ImageTensors]:
     """The quick-check split of EuroSAT as pre-decoded tensors (decoded once, then cached).
 
     Returns:
@@ -326,13 +358,19 @@ def load_eurosat(splits: Sequence[str] = ("train", "val", "test"), *, data_dir_:
     """
     root = find_eurosat(data_dir_)
     report = scan_folder(root)
-    split = make_split(report.samples, train_per_class=train_per_class, val_per_class=val_per_class,
-                       test_per_class=test_per_class, seed=seed)
+    split = make_split(
+        report.samples,
+        train_per_class=train_per_class,
+        val_per_class=val_per_class,
+        test_per_class=test_per_class,
+        seed=seed,
+    )
     folder = cache_dir(data_dir_)
     return {name: decode_samples(root, split[name], cache=folder, name=name, progress=progress) for name in splits}
 
 
 # ----------------------------------------------------------------------------- loaders
+
 
 def random_flip_rot90(image: torch.Tensor) -> torch.Tensor:
     """Satellite augmentation: random horizontal flip and a random multiple of 90° rotation.
@@ -375,8 +413,9 @@ class BatchTransform:
         interpolation: "bicubic" or "bilinear" (what the weights were trained with).
     """
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], image_size: int = 64,
-                 interpolation: str = "bicubic"):
+    def __init__(
+        self, mean: Sequence[float], std: Sequence[float], image_size: int = 64, interpolation: str = "bicubic"
+    ):
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self.image_size = image_size
@@ -391,16 +430,30 @@ class BatchTransform:
         """uint8 ``N x 3 x H x W`` to normalised float32 at ``image_size``."""
         x = images.float().div_(255)
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode=self.interpolation,
-                              align_corners=False, antialias=self.interpolation in ("bilinear", "bicubic"))
+            x = F.interpolate(
+                x,
+                size=(self.image_size, self.image_size),
+                mode=self.interpolation,
+                align_corners=False,
+                antialias=self.interpolation in ("bilinear", "bicubic"),
+            )
             x = x.clamp_(0, 1)
         return x.sub_(self.mean).div_(self.std)
 
 
-def make_loader(data: ImageTensors, *, batch_size: int = 64, mean: Sequence[float] = (0.5, 0.5, 0.5),
-                std: Sequence[float] = (0.5, 0.5, 0.5), image_size: int = 64, interpolation: str = "bicubic",
-                train: bool = False, seed: int = 0, device: torch.device | str | None = None,
-                num_workers: int = 0) -> DataLoader:
+def make_loader(
+    data: ImageTensors,
+    *,
+    batch_size: int = 64,
+    mean: Sequence[float] = (0.5, 0.5, 0.5),
+    std: Sequence[float] = (0.5, 0.5, 0.5),
+    image_size: int = 64,
+    interpolation: str = "bicubic",
+    train: bool = False,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    num_workers: int = 0,
+) -> DataLoader:
     """A DataLoader over pre-decoded images that is safe in notebooks.
 
     Args:
@@ -418,7 +471,14 @@ def make_loader(data: ImageTensors, *, batch_size: int = 64, mean: Sequence[floa
     generator = torch.Generator().manual_seed(seed)
     pin = pin_memory_for(torch.device(device)) if device is not None else False
     dataset = TensorImageDataset(data, augment=random_flip_rot90 if train else None)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train, generator=generator,
-                      drop_last=train and len(dataset) > batch_size, num_workers=num_workers,
-                      pin_memory=pin, collate_fn=BatchTransform(mean, std, image_size, interpolation),
-                      persistent_workers=num_workers > 0)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train,
+        generator=generator,
+        drop_last=train and len(dataset) > batch_size,
+        num_workers=num_workers,
+        pin_memory=pin,
+        collate_fn=BatchTransform(mean, std, image_size, interpolation),
+        persistent_workers=num_workers > 0,
+    )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -47,8 +47,9 @@ def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, loader: DataLoader, device: torch.device | str, *,
-                     progress: bool = True, desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
+def extract_features(
+    model: nn.Module, loader: DataLoader, device: torch.device | str, *, progress: bool = True, desc: str = "features"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the frozen backbone once over ``loader`` (eval mode) and return ``(X, y)`` on the CPU."""
     from tqdm.auto import tqdm
 
@@ -68,8 +69,15 @@ def extract_features(model: nn.Module, loader: DataLoader, device: torch.device 
 FEATURE_CACHE_FORMAT = 2  # 2: keyed by the images' content, {key, value} entries (files.load_or_build)
 
 
-def feature_cache_key(model: nn.Module, data: ImageTensors, *, image_size: int, mean: Sequence[float],
-                      std: Sequence[float], interpolation: str) -> str:
+def feature_cache_key(
+    model: nn.Module,
+    data: ImageTensors,
+    *,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    interpolation: str,
+) -> str:
     """What cached features depend on: the exact weights, the preprocessing, the pixels and the labels.
 
     The images and labels are hashed by content (:func:`tl_helpers.files.tensor_digest`), so
@@ -77,14 +85,31 @@ def feature_cache_key(model: nn.Module, data: ImageTensors, *, image_size: int, 
     colour-shifted or augmented set) never share features.
     """
     state = model.state_dict()
-    return sha256_text(FEATURE_CACHE_FORMAT, *state, tensor_digest(*state.values()), image_size, tuple(mean),
-                       tuple(std), interpolation, tensor_digest(data.images, data.labels))
+    return sha256_text(
+        FEATURE_CACHE_FORMAT,
+        *state,
+        tensor_digest(*state.values()),
+        image_size,
+        tuple(mean),
+        tuple(std),
+        interpolation,
+        tensor_digest(data.images, data.labels),
+    )
 
 
-def cached_features(model: nn.Module, data: ImageTensors, *, image_size: int = 64, batch_size: int = 128,
-                    device: torch.device | str = "cpu", name: str = "split", cache: str | os.PathLike | None = None,
-                    progress: bool = True, mean: Sequence[float] | None = None,
-                    std: Sequence[float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def cached_features(
+    model: nn.Module,
+    data: ImageTensors,
+    *,
+    image_size: int = 64,
+    batch_size: int = 128,
+    device: torch.device | str = "cpu",
+    name: str = "split",
+    cache: str | os.PathLike | None = None,
+    progress: bool = True,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled features of ``data``, computed once and cached on disk.
 
     The cache key (:func:`feature_cache_key`) covers the model's weights, the input
@@ -101,8 +126,15 @@ def cached_features(model: nn.Module, data: ImageTensors, *, image_size: int = 6
     path = folder / f"features-{name}-{image_size}px-{key[:16]}.pt"
 
     def build() -> dict[str, torch.Tensor]:
-        loader = make_loader(data, batch_size=batch_size, mean=mean, std=std, image_size=image_size,
-                             interpolation=interpolation, device=device)
+        loader = make_loader(
+            data,
+            batch_size=batch_size,
+            mean=mean,
+            std=std,
+            image_size=image_size,
+            interpolation=interpolation,
+            device=device,
+        )
         X, y = extract_features(model, loader, device, progress=progress, desc=f"features {name}")
         return {"X": X, "y": y}
 
@@ -110,8 +142,15 @@ def cached_features(model: nn.Module, data: ImageTensors, *, image_size: int = 6
     return blob["X"], blob["y"]
 
 
-def fit_logistic_regression(X_train: torch.Tensor | np.ndarray, y_train: torch.Tensor | np.ndarray, *,
-                            C: float = 1.0, max_iter: int = 1000, seed: int = 0, blas_threads: int | None = 1):
+def fit_logistic_regression(
+    X_train: torch.Tensor | np.ndarray,
+    y_train: torch.Tensor | np.ndarray,
+    *,
+    C: float = 1.0,
+    max_iter: int = 1000,
+    seed: int = 0,
+    blas_threads: int | None = 1,
+):
     """A scikit-learn pipeline (standardise, then multinomial logistic regression).
 
     The L-BFGS solver makes many tiny matrix products; on a small, busy CPU extra
@@ -139,9 +178,19 @@ def fit_logistic_regression(X_train: torch.Tensor | np.ndarray, y_train: torch.T
         return clf.fit(np.asarray(X_train), np.asarray(y_train))
 
 
-def train_linear_head(X_train: torch.Tensor, y_train: torch.Tensor, num_classes: int, *, epochs: int = 30,
-                      lr: float = 1e-2, weight_decay: float = 1e-4, batch_size: int = 256, seed: int = 0,
-                      hidden: int | None = None, dropout: float = 0.0) -> nn.Module:
+def train_linear_head(
+    X_train: torch.Tensor,
+    y_train: torch.Tensor,
+    num_classes: int,
+    *,
+    epochs: int = 30,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-4,
+    batch_size: int = 256,
+    seed: int = 0,
+    hidden: int | None = None,
+    dropout: float = 0.0,
+) -> nn.Module:
     """Train a small torch head (linear, or one hidden layer) on cached features.
 
     Features are standardised inside the head (stored mean/std), so it can be
@@ -164,7 +213,7 @@ def train_linear_head(X_train: torch.Tensor, y_train: torch.Tensor, num_classes:
     for _ in range(epochs):
         order = torch.randperm(n, generator=g)
         for i in range(0, n, batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             loss = loss_fn(head(X_train[idx]), y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -209,8 +258,10 @@ def layer_outputs(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> d
     if missing:
         raise KeyError(f"No module named {missing}; see [n for n, _ in model.named_modules()]")
     out: dict[str, torch.Tensor] = {}
-    handles = [modules[name].register_forward_hook(lambda _m, _i, o, name=name: out.__setitem__(name, o.detach()))
-               for name in layers]
+    handles = [
+        modules[name].register_forward_hook(lambda _m, _i, o, name=name: out.__setitem__(name, o.detach()))
+        for name in layers
+    ]
     was_training = model.training
     model.eval()
     try:

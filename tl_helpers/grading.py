@@ -28,9 +28,10 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from tl_helpers.checks import ASSIGNMENTS, CHECKS
 from tl_helpers.runner import CELL_TIMEOUT, OUTPUT_CAP, TOTAL_TIMEOUT, run_isolated
@@ -81,14 +82,23 @@ class Submission:
         return sum(c.max_points for c in self.checks)
 
     def to_json(self) -> dict[str, Any]:
-        return {"submission": self.submission, "assignment": self.assignment, "score": self.score,
-                "max_score": self.max_score, "verdict": self.verdict, "notes": self.notes,
-                "seconds": round(self.seconds, 1),
-                "checks": [{"id": c.id, "passed": c.passed, "points": c.points, "max_points": c.max_points,
-                            "feedback": c.feedback} for c in self.checks]}
+        return {
+            "submission": self.submission,
+            "assignment": self.assignment,
+            "score": self.score,
+            "max_score": self.max_score,
+            "verdict": self.verdict,
+            "notes": self.notes,
+            "seconds": round(self.seconds, 1),
+            "checks": [
+                {"id": c.id, "passed": c.passed, "points": c.points, "max_points": c.max_points, "feedback": c.feedback}
+                for c in self.checks
+            ],
+        }
 
 
 # ----------------------------------------------------------------------------- finding submissions
+
 
 def find_submissions(paths: Sequence[str | os.PathLike]) -> list[Path]:
     """The notebooks under ``paths`` (files as given, folders searched recursively, checkpoints skipped)."""
@@ -120,12 +130,13 @@ def assignment_of(path: Path, notebook: Any = None) -> str | None:
 
 # ----------------------------------------------------------------------------- the grader's cell
 
+
 def grading_cell(assignment: str, marker: str, check_timeout: int = CHECK_TIMEOUT) -> str:
     """Source of the cell appended to a submission: runs the assignment's checks, prints JSON after ``marker``."""
     spec = [(col, cid, list(names)) for col, cid, names in ASSIGNMENTS[assignment]]
     package_parent = str(Path(__file__).resolve().parents[1])
     trusted_path = [package_parent] + [p for p in sys.path if p and Path(p).resolve() != Path.cwd().resolve()]
-    return f'''
+    return f"""
 def _tl_grade():
     import sys as _sys
     _sys.path[:] = {trusted_path!r}  # never import a tl_helpers the submission wrote into its folder
@@ -162,13 +173,15 @@ def _tl_grade():
 
 _tl_grade()
 del _tl_grade
-'''
+"""
 
 
 # ----------------------------------------------------------------------------- grading one notebook
 
-def grade_notebook(path: Path, *, cell_timeout: int = CELL_TIMEOUT, total_timeout: int = TOTAL_TIMEOUT,
-                   name: str | None = None) -> Submission:
+
+def grade_notebook(
+    path: Path, *, cell_timeout: int = CELL_TIMEOUT, total_timeout: int = TOTAL_TIMEOUT, name: str | None = None
+) -> Submission:
     """Grade one submission in a fresh kernel process. Never raises for a bad submission."""
     import nbformat
 
@@ -187,8 +200,9 @@ def grade_notebook(path: Path, *, cell_timeout: int = CELL_TIMEOUT, total_timeou
         sub.notes.append("the file name does not name an exercise notebook (e.g. 03_freezing_exercises)")
         return sub
     marker = "TLGRADE" + secrets.token_hex(16) + ":"
-    run = run_isolated(path, grading_cell(assignment, marker), marker, cell_timeout=cell_timeout,
-                       total_timeout=total_timeout)
+    run = run_isolated(
+        path, grading_cell(assignment, marker), marker, cell_timeout=cell_timeout, total_timeout=total_timeout
+    )
     sub.notes += run.events[:20]
     if run.timed_out:
         sub.verdict = f"timed out after {total_timeout}s"
@@ -227,9 +241,16 @@ def _fill_missing(sub: Submission, why: str) -> None:
 
 # ----------------------------------------------------------------------------- many notebooks
 
-def grade(paths: Sequence[str | os.PathLike], *, out: str | os.PathLike | None = None,
-          cell_timeout: int = CELL_TIMEOUT, total_timeout: int = TOTAL_TIMEOUT,
-          progress: bool = True, jobs: int = 1) -> list[Submission]:
+
+def grade(
+    paths: Sequence[str | os.PathLike],
+    *,
+    out: str | os.PathLike | None = None,
+    cell_timeout: int = CELL_TIMEOUT,
+    total_timeout: int = TOTAL_TIMEOUT,
+    progress: bool = True,
+    jobs: int = 1,
+) -> list[Submission]:
     """Grade every notebook under ``paths`` (``jobs`` kernels at a time) and optionally write the gradebook."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -274,8 +295,16 @@ def write_gradebook(results: list[Submission], out: Path) -> Path:
         writer.writerow(["submission", "assignment", "verdict", *columns, "score", "max_score"])
         for sub in results:
             by_key = {f"{sub.assignment}:{c.id}": c.points for c in sub.checks}
-            writer.writerow([sub.submission, sub.assignment or "", sub.verdict,
-                             *[by_key.get(k, "") for k in columns], sub.score, sub.max_score])
+            writer.writerow(
+                [
+                    sub.submission,
+                    sub.assignment or "",
+                    sub.verdict,
+                    *[by_key.get(k, "") for k in columns],
+                    sub.score,
+                    sub.max_score,
+                ]
+            )
     folder = out.parent / (out.stem + "_feedback")
     folder.mkdir(exist_ok=True)
     for sub in results:
@@ -295,6 +324,8 @@ def summary_table(results: list[Submission]) -> str:
     for sub in results:
         lines.append(f"{sub.submission[-50:]:50s} {sub.score:3d}/{sub.max_score:<3d}  {sub.verdict}")
     if results:
-        mean = sum(s.score / s.max_score for s in results if s.max_score) / max(1, sum(1 for s in results if s.max_score))
+        mean = sum(s.score / s.max_score for s in results if s.max_score) / max(
+            1, sum(1 for s in results if s.max_score)
+        )
         lines.append(f"{len(results)} submission(s); mean {mean:.0%} of the points")
     return "\n".join(lines)

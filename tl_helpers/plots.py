@@ -7,7 +7,8 @@ backend); the first figure does.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -52,7 +53,7 @@ def plot_history(histories: RunHistory | Mapping[str, RunHistory], title: str = 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.5))
     for label, h in runs.items():
         epochs = np.arange(1, h.epochs + 1)
-        line, = ax_loss.plot(epochs, h.train_loss, "--", label=f"{label} train")
+        (line,) = ax_loss.plot(epochs, h.train_loss, "--", label=f"{label} train")
         if h.val_loss:
             ax_loss.plot(epochs, h.val_loss, "-", color=line.get_color(), label=f"{label} val")
         ax_acc.plot(epochs, h.train_acc, "--", color=line.get_color(), label=f"{label} train")
@@ -68,16 +69,18 @@ def plot_history(histories: RunHistory | Mapping[str, RunHistory], title: str = 
     return fig
 
 
-def confusion_matrix(y_true: Sequence[int] | torch.Tensor, y_pred: Sequence[int] | torch.Tensor,
-                     num_classes: int) -> np.ndarray:
+def confusion_matrix(
+    y_true: Sequence[int] | torch.Tensor, y_pred: Sequence[int] | torch.Tensor, num_classes: int
+) -> np.ndarray:
     """Counts ``cm[true, pred]`` (scikit-learn's convention)."""
     from sklearn.metrics import confusion_matrix as sk_cm
 
     return sk_cm(np.asarray(y_true), np.asarray(y_pred), labels=list(range(num_classes)))
 
 
-def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], title: str = "Confusion matrix",
-                          normalize: bool = True) -> Figure:
+def plot_confusion_matrix(
+    cm: np.ndarray, class_names: Sequence[str], title: str = "Confusion matrix", normalize: bool = True
+) -> Figure:
     """A labelled confusion matrix (rows: true class, columns: predicted class)."""
     plt = _pyplot()
     values = cm / cm.sum(1, keepdims=True).clip(min=1) if normalize else cm
@@ -89,8 +92,15 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], title: str
     for i in range(len(class_names)):
         for j in range(len(class_names)):
             if cm[i, j]:
-                ax.text(j, i, f"{values[i, j]:.2f}" if normalize else str(cm[i, j]), ha="center", va="center",
-                        fontsize=7, color="white" if values[i, j] > 0.5 * values.max() else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{values[i, j]:.2f}" if normalize else str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if values[i, j] > 0.5 * values.max() else "black",
+                )
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class" if normalize else "count")
     fig.tight_layout()
     return fig
@@ -103,9 +113,15 @@ def _as_hwc(image: torch.Tensor) -> np.ndarray:
     return x.permute(1, 2, 0).numpy()
 
 
-def show_images(images: torch.Tensor, labels: Sequence[int] | torch.Tensor, class_names: Sequence[str], *,
-                preds: Sequence[int] | torch.Tensor | None = None, ncols: int = 8,
-                title: str = "Images") -> Figure:
+def show_images(
+    images: torch.Tensor,
+    labels: Sequence[int] | torch.Tensor,
+    class_names: Sequence[str],
+    *,
+    preds: Sequence[int] | torch.Tensor | None = None,
+    ncols: int = 8,
+    title: str = "Images",
+) -> Figure:
     """A grid of images titled with the true (and predicted) class; wrong predictions in red."""
     plt = _pyplot()
     n = len(images)
@@ -146,8 +162,7 @@ def plot_filters(weight: torch.Tensor, title: str = "First-layer filters", ncols
     return fig
 
 
-def plot_feature_maps(maps: Mapping[str, torch.Tensor], num_channels: int = 8,
-                      title: str = "Feature maps") -> Figure:
+def plot_feature_maps(maps: Mapping[str, torch.Tensor], num_channels: int = 8, title: str = "Feature maps") -> Figure:
     """For each named layer, the first ``num_channels`` channels of one image's activation."""
     plt = _pyplot()
     fig, axes = plt.subplots(len(maps), num_channels, figsize=(1.4 * num_channels, 1.6 * len(maps)), squeeze=False)
@@ -165,8 +180,9 @@ def plot_feature_maps(maps: Mapping[str, torch.Tensor], num_channels: int = 8,
     return fig
 
 
-def plot_embedding_2d(points: Mapping[str, np.ndarray], labels: np.ndarray, class_names: Sequence[str],
-                      title: str = "2-D map of features") -> Figure:
+def plot_embedding_2d(
+    points: Mapping[str, np.ndarray], labels: np.ndarray, class_names: Sequence[str], title: str = "2-D map of features"
+) -> Figure:
     """Scatter plots of 2-D embeddings (e.g. PCA of early vs late features), one panel per entry."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(points), figsize=(5.5 * len(points), 4.5), squeeze=False)

@@ -88,9 +88,17 @@ def capped_client(nb: Any, cwd: str, cell_timeout: int) -> Any:
                 return None
             return super().output(outs, msg, display_id, cell_index)
 
-    return CappedClient(nb, timeout=cell_timeout, allow_errors=True, interrupt_on_timeout=True,
-                        kernel_name="python3", resources={"metadata": {"path": cwd}}, record_timing=False,
-                        iopub_timeout=10, shutdown_kernel="immediate")
+    return CappedClient(
+        nb,
+        timeout=cell_timeout,
+        allow_errors=True,
+        interrupt_on_timeout=True,
+        kernel_name="python3",
+        resources={"metadata": {"path": cwd}},
+        record_timing=False,
+        iopub_timeout=10,
+        shutdown_kernel="immediate",
+    )
 
 
 def run_notebook(path: str, extra_cell: str, marker: str, cell_timeout: int, result_file: str) -> None:
@@ -132,13 +140,16 @@ def run_notebook(path: str, extra_cell: str, marker: str, cell_timeout: int, res
                 for out in cell.get("outputs", []):
                     if out.get("output_type") == "error" and not last:
                         ename = out.get("ename")
-                        summary["events"].append(f"cell {index + 1} timed out and was interrupted"
-                                                 if ename == "KeyboardInterrupt" else f"cell {index + 1} raised {ename}")
+                        summary["events"].append(
+                            f"cell {index + 1} timed out and was interrupted"
+                            if ename == "KeyboardInterrupt"
+                            else f"cell {index + 1} raised {ename}"
+                        )
                 if last:
                     for out in cell.get("outputs", []):
                         for line in str(out.get("text", "")).splitlines():
                             if line.startswith(marker):
-                                summary["results"] = json.loads(line[len(marker):])
+                                summary["results"] = json.loads(line[len(marker) :])
                 save()
     except Exception as exc:
         summary["events"].append(f"kernel error: {type(exc).__name__}: {str(exc)[:200]}")
@@ -158,8 +169,14 @@ def worker_main(job_file: str | os.PathLike) -> int:
     return 0
 
 
-def run_isolated(path: str | os.PathLike, extra_cell: str, marker: str, *, cell_timeout: int = CELL_TIMEOUT,
-                 total_timeout: int = TOTAL_TIMEOUT) -> RunOutcome:
+def run_isolated(
+    path: str | os.PathLike,
+    extra_cell: str,
+    marker: str,
+    *,
+    cell_timeout: int = CELL_TIMEOUT,
+    total_timeout: int = TOTAL_TIMEOUT,
+) -> RunOutcome:
     """Run a copy of ``path`` in a fresh kernel (worker process, own session) under the limits.
 
     The copy lives alone in a temporary folder (a notebook that deletes files harms
@@ -174,20 +191,32 @@ def run_isolated(path: str | os.PathLike, extra_cell: str, marker: str, *, cell_
         total_timeout: Seconds for the whole run (then everything is killed).
     """
     path = Path(path)
-    with tempfile.TemporaryDirectory(prefix="tl-grade-") as tmp, \
-            tempfile.TemporaryDirectory(prefix="tl-result-") as private:
+    with (
+        tempfile.TemporaryDirectory(prefix="tl-grade-") as tmp,
+        tempfile.TemporaryDirectory(prefix="tl-result-") as private,
+    ):
         work = Path(tmp) / "work"  # the submission's copy; its neighbours hold nothing of the grader's
         work.mkdir()
         copy = work / path.name
         shutil.copyfile(path, copy)
         result_file = Path(private) / f"{secrets.token_hex(8)}.json"
         job_file = Path(private) / f"{secrets.token_hex(8)}.job.json"
-        job_file.write_text(json.dumps({"notebook": str(copy), "extra_cell": extra_cell, "marker": marker,
-                                        "cell_timeout": cell_timeout, "result_file": str(result_file)}))
+        job_file.write_text(
+            json.dumps(
+                {
+                    "notebook": str(copy),
+                    "extra_cell": extra_cell,
+                    "marker": marker,
+                    "cell_timeout": cell_timeout,
+                    "result_file": str(result_file),
+                }
+            )
+        )
         cmd = [sys.executable, "-m", "tl_helpers", "grade-worker", str(job_file)]
         env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
-        proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
         timed_out = False
         try:
             _, err = proc.communicate(timeout=total_timeout)
@@ -203,8 +232,12 @@ def run_isolated(path: str | os.PathLike, extra_cell: str, marker: str, *, cell_
                 pass
         kill_process_group(proc)
         kill_kernel(summary)  # a kernel left running (its own session) after a total timeout
-    return RunOutcome(events=list(summary.get("events", [])), results=summary.get("results"), timed_out=timed_out,
-                      stderr=(err or b"").decode(errors="replace"))
+    return RunOutcome(
+        events=list(summary.get("events", [])),
+        results=summary.get("results"),
+        timed_out=timed_out,
+        stderr=(err or b"").decode(errors="replace"),
+    )
 
 
 def kill_kernel(summary: dict[str, Any]) -> None:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -73,8 +73,15 @@ def _inputs(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str, *,
-             loss_fn: Callable | None = None, amp: bool | str = "auto", channels_last: bool | None = None) -> EvalResult:
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device | str,
+    *,
+    loss_fn: Callable | None = None,
+    amp: bool | str = "auto",
+    channels_last: bool | None = None,
+) -> EvalResult:
     """Average loss and accuracy of ``model`` on ``loader`` in eval mode (restores the mode after)."""
     device = torch.device(device)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
@@ -99,8 +106,14 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str, *
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: DataLoader, device: torch.device | str, *, amp: bool | str = "auto",
-            channels_last: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def predict(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device | str,
+    *,
+    amp: bool | str = "auto",
+    channels_last: bool | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Predictions in eval mode.
 
     Returns:
@@ -125,8 +138,9 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device | str, *,
     return torch.cat(preds), torch.cat(labels), torch.cat(probs)
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,
-                  warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0
+) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step schedule: linear warm-up to each group's LR, then cosine decay to zero.
 
     Notebook 05 builds it by hand; this is the same schedule for reuse. Step it after
@@ -157,8 +171,16 @@ def _default_channels_last(device: torch.device) -> bool:
     return device.type in ("cuda", "cpu")
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer, *, epoch: int,
-                    history: History, scheduler: object | None = None, scaler: object | None = None) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    epoch: int,
+    history: History,
+    scheduler: object | None = None,
+    scaler: object | None = None,
+) -> Path:
     """Write a checkpoint atomically (temp file, then rename)."""
     state = {
         "model": model.state_dict(),
@@ -171,8 +193,14 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     return atomic_torch_save(state, path)
 
 
-def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
-                    scheduler: object | None = None, scaler: object | None = None) -> tuple[int, History]:
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    scheduler: object | None = None,
+    scaler: object | None = None,
+) -> tuple[int, History]:
     """Restore a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
 
     Returns:
@@ -181,8 +209,9 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise RuntimeError(f"Checkpoint {path} is unreadable ({type(exc).__name__}: {exc}). "
-                           "Fix: delete it to start over.") from exc
+        raise RuntimeError(
+            f"Checkpoint {path} is unreadable ({type(exc).__name__}: {exc}). Fix: delete it to start over."
+        ) from exc
     model.load_state_dict(state["model"])
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -193,12 +222,27 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     return int(state["epoch"]), History(**state["history"])
 
 
-def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None, optimizer: torch.optim.Optimizer,
-        *, epochs: int, device: torch.device | str, scheduler: object | None = None, loss_fn: Callable | None = None,
-        amp: bool | str | torch.dtype = "auto", channels_last: bool | None = None, seed: int = 0,
-        checkpoint: str | os.PathLike | None = None, resume: bool = False, scheduler_per_step: bool = True,
-        progress: bool = True, max_steps_per_epoch: int | None = None, compile: bool = False,
-        cudnn_benchmark: bool = True) -> History:
+def fit(
+    model: nn.Module,
+    train_loader: DataLoader,
+    val_loader: DataLoader | None,
+    optimizer: torch.optim.Optimizer,
+    *,
+    epochs: int,
+    device: torch.device | str,
+    scheduler: object | None = None,
+    loss_fn: Callable | None = None,
+    amp: bool | str | torch.dtype = "auto",
+    channels_last: bool | None = None,
+    seed: int = 0,
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
+    scheduler_per_step: bool = True,
+    progress: bool = True,
+    max_steps_per_epoch: int | None = None,
+    compile: bool = False,
+    cudnn_benchmark: bool = True,
+) -> History:
     """Train ``model`` and return its :class:`History`.
 
     Args:
@@ -236,8 +280,10 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         torch.backends.cudnn.benchmark = cudnn_benchmark
     step_model = torch.compile(model) if compile else model
     if not any(p.requires_grad for g in optimizer.param_groups for p in g["params"]):
-        raise ValueError("The optimizer holds no trainable parameters (empty, all frozen, or built from an "
-                         "exhausted model.parameters() generator). Rebuild it from the parameters to train.")
+        raise ValueError(
+            "The optimizer holds no trainable parameters (empty, all frozen, or built from an "
+            "exhausted model.parameters() generator). Rebuild it from the parameters to train."
+        )
 
     history, start = History(), 0
     if resume and checkpoint is not None and Path(checkpoint).is_file():
@@ -264,8 +310,10 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
                 loss = loss_fn(logits.float(), y)
             if not math.isfinite(loss.item()):
                 bar.close()
-                raise FloatingPointError(f"Loss became {loss.item()} at epoch {epoch + 1}, step {step}: the learning "
-                                         "rate is probably far too high.")
+                raise FloatingPointError(
+                    f"Loss became {loss.item()} at epoch {epoch + 1}, step {step}: the learning "
+                    "rate is probably far too high."
+                )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -291,6 +339,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
             history.val_loss.append(result.loss)
             history.val_acc.append(result.accuracy)
         if checkpoint is not None:
-            save_checkpoint(checkpoint, model, optimizer, epoch=epoch + 1, history=history,
-                            scheduler=scheduler, scaler=scaler)
+            save_checkpoint(
+                checkpoint, model, optimizer, epoch=epoch + 1, history=history, scheduler=scheduler, scaler=scaler
+            )
     return history
