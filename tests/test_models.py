@@ -83,7 +83,7 @@ def test_cached_torchvision_weights_are_used(no_network, monkeypatch, tmp_path):
         ("timm/resnet18", 512),
         ("torchvision/resnet18", 512),
         ("torchvision/mobilenet_v3_small", 1024),
-        ("torchvision/vit_b_16", 768),
+        pytest.param("torchvision/vit_b_16", 768, marks=pytest.mark.slow),  # 86 M parameters to build
     ],
 )
 def test_replace_head_across_architectures(name, in_features):

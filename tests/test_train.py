@@ -92,6 +92,10 @@ def test_evaluate_restores_mode_and_predict_shapes(fake_root, tmp_path):
     preds, labels, probs = train.predict(model, vl, "cpu")
     assert preds.shape == labels.shape == (len(tensors),) and probs.shape == (len(tensors), 10)
     assert torch.allclose(probs.sum(1), torch.ones(len(tensors)), atol=1e-5)
+    assert torch.equal(labels, tensors.labels) and model.training
+    assert r.accuracy == pytest.approx(float((preds == labels).float().mean()))  # one loop, one answer
+    expected_loss = nn.functional.cross_entropy(probs.clamp_min(1e-12).log(), labels).item()
+    assert r.loss == pytest.approx(expected_loss, rel=1e-4)
 
 
 def test_empty_optimizer_is_rejected(fake_root, tmp_path):
@@ -112,7 +116,7 @@ def test_divergence_is_reported(fake_root, tmp_path):
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
     opt = torch.optim.SGD(model.parameters(), lr=float("inf"))  # weights blow up after one step
     tl = data.make_loader(tensors, batch_size=16, train=True, image_size=32)
-    with pytest.raises(FloatingPointError, match="learning rate"):
+    with pytest.raises(FloatingPointError, match=r"at epoch 1, step \d+: the learning rate"):
         train.fit(model, tl, None, opt, epochs=3, device="cpu", progress=False)
 
 
