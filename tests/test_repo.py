@@ -48,18 +48,19 @@ LAYERS = {  # module -> the tl_helpers modules it may import
     "files": set(),
     "device": set(),
     "runner": set(),  # runs a notebook under limits; no torch, nothing of the course
+    "quiz": set(),  # multiple-choice questions in the notebooks
     # data and models (and, later, text) stand on the floor, independent of each other
     "archive": {"files", "paths"},
     "data": {"archive"} | _FLOOR,
     "models": _FLOOR,
-    "text": _FLOOR,
+    "text": _FLOOR,  # notebook 08: language data, encoder and embeddings
     "exercises": {"paths"},
     "plots": set(),
     # built on them
     "train": _FLOOR,
     "features": {"data", "models"} | _FLOOR,
     # on top
-    "checks": {"data", "models", "features", "train"} | _FLOOR,
+    "checks": {"data", "models", "features", "text", "train"} | _FLOOR,
     "grading": {"checks", "runner"} | _FLOOR,
     "ddp": {"data", "models", "train"} | _FLOOR,
     "cli": {"archive", "data", "models", "grading", "exercises", "runner"} | _FLOOR,

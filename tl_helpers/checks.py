@@ -15,9 +15,9 @@ re-runs exactly these checks on the objects a submission produced.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -49,7 +49,6 @@ def _register(id: str, points: int, description: str):
     def wrap(function: Callable[..., CheckResult]) -> Callable[..., CheckResult]:
         CHECKS[id] = Check(id, points, description, function)
         return function
-
     return wrap
 
 
@@ -95,7 +94,6 @@ def total_points(assignment: str) -> int:
 
 
 # ----------------------------------------------------------------------------- helpers
-
 
 def _head_parameter_ids(model: nn.Module) -> set[int]:
     """ids of the parameters of the classification head (timm's ``get_classifier()`` or the last Linear)."""
@@ -157,7 +155,6 @@ def _fmt(x: float) -> str:
 
 # ----------------------------------------------------------------------------- data and preprocessing
 
-
 @_register("normalisation", 2, "inputs scaled to [0, 1] and normalised with the pretrained model's mean/std")
 def _check_normalisation(transform: Any, model: Any = "efficientnet_lite0") -> CheckResult:
     pre = _preprocessing(model)
@@ -184,27 +181,21 @@ def _check_normalisation(transform: Any, model: Any = "efficientnet_lite0") -> C
     if float(got.abs().max()) > 20:
         return fail("Values are far too large: divide the uint8 pixels by 255 before normalising.")
     if torch.allclose(got, values.float().view(3, 1).expand(3, 3) / 255, atol=2e-3):
-        return fail(
-            f"You scaled to [0, 1] but did not normalise: subtract mean={pre.mean} and divide by "
-            f"std={pre.std} (models.get_preprocessing(model))."
-        )
+        return fail(f"You scaled to [0, 1] but did not normalise: subtract mean={pre.mean} and divide by "
+                    f"std={pre.std} (models.get_preprocessing(model)).")
     imagenet_mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3)
     imagenet_std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3)
     wrong = (values.float().view(3, 1) / 255 - imagenet_mean) / imagenet_std
     if torch.allclose(got, wrong, atol=2e-3):
-        return fail(
-            f"Wrong normalisation for this pretrained model: those are the torchvision ImageNet "
-            f"statistics, but these weights expect mean={pre.mean}, std={pre.std}. Always ask "
-            "models.get_preprocessing(model) instead of copying numbers."
-        )
+        return fail(f"Wrong normalisation for this pretrained model: those are the torchvision ImageNet "
+                    f"statistics, but these weights expect mean={pre.mean}, std={pre.std}. Always ask "
+                    "models.get_preprocessing(model) instead of copying numbers.")
     swapped = (values.float().view(3, 1) / 255 - std) / mean
     if torch.allclose(got, swapped, atol=2e-3) and not torch.allclose(mean, std):
         return fail("Mean and std are swapped: x = (x - mean) / std.")
-    return fail(
-        f"A black/grey/white image should become {expected[:, 0].tolist()} (channel 0) but became "
-        f"{[round(v, 3) for v in got[:, 0].tolist()]}. Use x = (pixels / 255 - mean) / std with "
-        f"mean={pre.mean}, std={pre.std}."
-    )
+    return fail(f"A black/grey/white image should become {expected[:, 0].tolist()} (channel 0) but became "
+                f"{[round(v, 3) for v in got[:, 0].tolist()]}. Use x = (pixels / 255 - mean) / std with "
+                f"mean={pre.mean}, std={pre.std}.")
 
 
 @_register("split_leakage", 2, "train and test sets are disjoint and both cover the classes")
@@ -214,11 +205,9 @@ def _check_split_leakage(train_data: Any, test_data: Any) -> CheckResult:
         return fail("One of the sets is empty.")
     shared = sorted(set(train) & set(test))
     if shared:
-        return fail(
-            f"Data leakage: {len(shared)} test image(s) are also in the training set (e.g. {shared[0]}). "
-            "Test images must never be seen in training: take the test set from data['test'], the "
-            "training set from data['train']."
-        )
+        return fail(f"Data leakage: {len(shared)} test image(s) are also in the training set (e.g. {shared[0]}). "
+                    "Test images must never be seen in training: take the test set from data['test'], the "
+                    "training set from data['train'].")
     for name, data in (("training", train_data), ("test", test_data)):
         labels = getattr(data, "labels", None)
         if labels is not None and len(torch.as_tensor(labels).unique()) < 2:
@@ -253,31 +242,23 @@ def _check_feature_extractor(extractor: Any) -> CheckResult:
     if isinstance(out, (tuple, list)):
         out = out[0]
     if out.ndim == 4:
-        return fail(
-            f"The output is a feature map {tuple(out.shape)}, not a vector per image: pool it "
-            "(timm: reset_classifier(0) keeps the global average pooling)."
-        )
+        return fail(f"The output is a feature map {tuple(out.shape)}, not a vector per image: pool it "
+                    "(timm: reset_classifier(0) keeps the global average pooling).")
     if out.ndim != 2:
         return fail(f"Expected features N x D, got shape {tuple(out.shape)}.")
     if out.shape[1] == 1000:
-        return fail(
-            "1000 outputs: these are still ImageNet class scores. Remove the head "
-            "(model.reset_classifier(0), load_backbone(..., num_classes=0) or nn.Identity())."
-        )
+        return fail("1000 outputs: these are still ImageNet class scores. Remove the head "
+                    "(model.reset_classifier(0), load_backbone(..., num_classes=0) or nn.Identity()).")
     moved = any(not torch.equal(m.running_mean, before[n]) for n, m in _batchnorms(model) if n in before)
     if moved:
-        return fail(
-            "The extractor is in train mode: BatchNorm used the batch statistics and updated its "
-            "running statistics. Call extractor.eval() before extracting features."
-        )
+        return fail("The extractor is in train mode: BatchNorm used the batch statistics and updated its "
+                    "running statistics. Call extractor.eval() before extracting features.")
     if out.shape[1] == 1280:
         with torch.no_grad():
             ref = _reference_extractor()(x)
         if not torch.allclose(out, ref, atol=1e-3, rtol=1e-3):
-            return fail(
-                "These 1280 features are not those of the pretrained EfficientNet-Lite0: did you load "
-                "the ImageNet weights (pretrained=True)? Random-init features are far worse."
-            )
+            return fail("These 1280 features are not those of the pretrained EfficientNet-Lite0: did you load "
+                        "the ImageNet weights (pretrained=True)? Random-init features are far worse.")
     return ok(f"Pooled features of size {out.shape[1]} per image, in eval mode.")
 
 
@@ -292,10 +273,8 @@ def _check_probe_accuracy(acc: Any, clf: Any, X_train: Any, y_train: Any, X_test
     rows_train = {r.tobytes() for r in np.round(Xtr, 5)}
     shared = sum(r.tobytes() in rows_train for r in np.round(Xte, 5))
     if shared:
-        return fail(
-            f"Data leakage: {shared} test feature row(s) also appear in the training features. "
-            "Extract the test features from a separate split."
-        )
+        return fail(f"Data leakage: {shared} test feature row(s) also appear in the training features. "
+                    "Extract the test features from a separate split.")
     if acc > 1.0 and abs(acc / 100 - true_test) < 0.01:
         return fail("Report accuracy as a fraction between 0 and 1, not a percentage.")
     if abs(acc - true_test) <= 0.005:
@@ -303,15 +282,12 @@ def _check_probe_accuracy(acc: Any, clf: Any, X_train: Any, y_train: Any, X_test
             return fail(f"Test accuracy {true_test:.1%} is low for pretrained features; check the features.")
         return ok(f"Linear probe test accuracy {true_test:.1%} (training accuracy {true_train:.1%}).")
     if abs(acc - true_train) <= 0.005:
-        return fail(
-            f"Accuracy computed on the wrong split: {acc:.1%} is the *training* accuracy; the test "
-            f"accuracy is {true_test:.1%}. Score on X_test, y_test."
-        )
+        return fail(f"Accuracy computed on the wrong split: {acc:.1%} is the *training* accuracy; the test "
+                    f"accuracy is {true_test:.1%}. Score on X_test, y_test.")
     return fail(f"Your accuracy {acc:.1%} does not match this classifier on the test features ({true_test:.1%}).")
 
 
 # ----------------------------------------------------------------------------- freezing and optimizers
-
 
 @_register("freeze_backbone", 3, "every backbone parameter frozen, the head trainable")
 def _check_freeze_backbone(model: Any) -> CheckResult:
@@ -324,21 +300,15 @@ def _check_freeze_backbone(model: Any) -> CheckResult:
     trainable_backbone = [n for n, p in backbone if p.requires_grad]
     frozen_head = [n for n, p in head_params if not p.requires_grad]
     if frozen_head:
-        return fail(
-            f"The head is frozen too ({frozen_head[0]}): nothing is left to learn. Freeze the backbone "
-            "only, or unfreeze the head afterwards."
-        )
+        return fail(f"The head is frozen too ({frozen_head[0]}): nothing is left to learn. Freeze the backbone "
+                    "only, or unfreeze the head afterwards.")
     if len(trainable_backbone) == len(backbone) and backbone:
-        return fail(
-            "The backbone is not frozen: all its parameters still have requires_grad=True. Set "
-            "requires_grad=False on every parameter except the head's (or use models.freeze(model))."
-        )
+        return fail("The backbone is not frozen: all its parameters still have requires_grad=True. Set "
+                    "requires_grad=False on every parameter except the head's (or use models.freeze(model)).")
     if trainable_backbone:
-        return fail(
-            f"The backbone is only partly frozen: {len(trainable_backbone)} of {len(backbone)} backbone "
-            f"tensors are still trainable, e.g. {trainable_backbone[0]}. Freeze every parameter that is "
-            "not in the head (loop over model.named_parameters())."
-        )
+        return fail(f"The backbone is only partly frozen: {len(trainable_backbone)} of {len(backbone)} backbone "
+                    f"tensors are still trainable, e.g. {trainable_backbone[0]}. Freeze every parameter that is "
+                    "not in the head (loop over model.named_parameters()).")
     n_head = sum(p.numel() for _, p in head_params)
     return ok(f"Backbone frozen ({len(backbone)} tensors); head trainable ({n_head:,} parameters).")
 
@@ -351,25 +321,18 @@ def _check_bn_frozen(model: Any) -> CheckResult:
         return ok("This model has no BatchNorm layers.")
     before = {n: (m.running_mean.clone(), m.running_var.clone()) for n, m in bns if m.running_mean is not None}
     if not before:
-        return fail(
-            "BatchNorm layers do not track running statistics (track_running_stats=False): they use "
-            "batch statistics at test time too. Keep the pretrained statistics instead."
-        )
+        return fail("BatchNorm layers do not track running statistics (track_running_stats=False): they use "
+                    "batch statistics at test time too. Keep the pretrained statistics instead.")
     model.train()  # what fit() does every epoch
     with torch.no_grad():
         model(_probe_images(4))
-    moved = [
-        n
-        for n, m in bns
-        if n in before and not (torch.equal(m.running_mean, before[n][0]) and torch.equal(m.running_var, before[n][1]))
-    ]
+    moved = [n for n, m in bns if n in before and not (torch.equal(m.running_mean, before[n][0])
+                                                        and torch.equal(m.running_var, before[n][1]))]
     if moved:
-        return fail(
-            f"BatchNorm statistics still update in train mode ({len(moved)} of {len(bns)} layers, e.g. "
-            f"{moved[0]}): requires_grad=False does not freeze running_mean/var, and fit() calls "
-            "model.train(). Keep frozen BN layers in eval mode (models.freeze does this with a hook), "
-            "or set their momentum to 0."
-        )
+        return fail(f"BatchNorm statistics still update in train mode ({len(moved)} of {len(bns)} layers, e.g. "
+                    f"{moved[0]}): requires_grad=False does not freeze running_mean/var, and fit() calls "
+                    "model.train(). Keep frozen BN layers in eval mode (models.freeze does this with a hook), "
+                    "or set their momentum to 0.")
     return ok(f"All {len(bns)} BatchNorm layers keep their pretrained statistics in train mode.")
 
 
@@ -392,26 +355,20 @@ def _optimizer_vs_trainable(optimizer: Any, model: nn.Module) -> CheckResult | N
     names = {id(p): n for n, p in model.named_parameters()}
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     if not in_opt:
-        return fail(
-            "The optimizer received no parameters at all, so training changes nothing (accuracy stays "
-            "near chance, and no error is raised). A common cause: a model.parameters() generator (or "
-            "a (p for p in ...) expression) that was already consumed, e.g. by counting parameters. "
-            "Make it a list: params = [p for p in model.parameters() if p.requires_grad]."
-        )
+        return fail("The optimizer received no parameters at all, so training changes nothing (accuracy stays "
+                    "near chance, and no error is raised). A common cause: a model.parameters() generator (or "
+                    "a (p for p in ...) expression) that was already consumed, e.g. by counting parameters. "
+                    "Make it a list: params = [p for p in model.parameters() if p.requires_grad].")
     frozen = [names.get(i, "?") for i in in_opt if i not in trainable]
     if frozen:
-        return fail(
-            f"Frozen parameters were handed to the optimizer ({len(frozen)} tensors, e.g. {frozen[0]}): "
-            "pass only parameters with requires_grad=True (they would otherwise cost memory, and "
-            "weight decay can still change them)."
-        )
+        return fail(f"Frozen parameters were handed to the optimizer ({len(frozen)} tensors, e.g. {frozen[0]}): "
+                    "pass only parameters with requires_grad=True (they would otherwise cost memory, and "
+                    "weight decay can still change them).")
     missing = [names[i] for i in trainable if i not in set(in_opt)]
     if missing:
-        return fail(
-            f"{len(missing)} trainable tensor(s) are missing from the optimizer, e.g. {missing[0]}: they "
-            "will never be updated. Build the optimizer after freezing/replacing the head, from "
-            "[p for p in model.parameters() if p.requires_grad]."
-        )
+        return fail(f"{len(missing)} trainable tensor(s) are missing from the optimizer, e.g. {missing[0]}: they "
+                    "will never be updated. Build the optimizer after freezing/replacing the head, from "
+                    "[p for p in model.parameters() if p.requires_grad].")
     return None
 
 
@@ -425,7 +382,6 @@ def _check_optimizer_params(optimizer: Any, model: Any) -> CheckResult:
 
 
 # ----------------------------------------------------------------------------- heads and evaluation
-
 
 @_register("replace_head", 2, "a new 10-class head that fits the backbone's features")
 def _check_replace_head(model: Any, num_classes: int = 10) -> CheckResult:
@@ -441,18 +397,14 @@ def _check_replace_head(model: Any, num_classes: int = 10) -> CheckResult:
 
             sizes = re.search(r"(\d+)x(\d+) and (\d+)x(\d+)", str(exc))
             want = f" ({sizes.group(2)}, but the head expects {sizes.group(3)})" if sizes else ""
-            return fail(
-                f"The new head's in_features does not match the number of features the backbone "
-                f"produces{want}: {exc}. Read it from the old head (old.in_features) or model.num_features."
-            )
+            return fail(f"The new head's in_features does not match the number of features the backbone "
+                        f"produces{want}: {exc}. Read it from the old head (old.in_features) or model.num_features.")
         raise
     if out.ndim != 2:
         return fail(f"Expected logits N x {num_classes}, got shape {tuple(out.shape)}.")
     if out.shape[1] == 1000:
-        return fail(
-            "Still 1000 outputs: the ImageNet head is still there. Replace it with "
-            f"nn.Linear(in_features, {num_classes})."
-        )
+        return fail("Still 1000 outputs: the ImageNet head is still there. Replace it with "
+                    f"nn.Linear(in_features, {num_classes}).")
     if out.shape[1] != num_classes:
         return fail(f"The head has {out.shape[1]} outputs; EuroSAT has {num_classes} classes.")
     head_ids = _head_parameter_ids(net)
@@ -464,15 +416,8 @@ def _check_replace_head(model: Any, num_classes: int = 10) -> CheckResult:
 def _mode_probe() -> tuple[nn.Module, torch.utils.data.DataLoader]:
     """A tiny conv net whose predictions differ in train and eval mode (BN statistics far from the batch's)."""
     g = torch.Generator().manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Dropout(0.5),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(8, 4),
-    )
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout(0.5),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(torch.randn(p.shape, generator=g))
@@ -503,16 +448,12 @@ def _check_evaluate_mode(evaluate_accuracy: Any) -> CheckResult:
     if abs(value - 75.0) < 1e-4:
         return fail("Return a fraction between 0 and 1, not a percentage.")
     if moved:
-        return fail(
-            "Evaluation ran in train mode: BatchNorm used batch statistics (and even updated its running "
-            "statistics) and Dropout dropped units, so the accuracy is wrong. Call model.eval() "
-            "before evaluating (and use torch.no_grad())."
-        )
-    return fail(
-        f"On a probe model with accuracy 0.75 in eval mode your function returned {value:.3f}. Count "
-        "correct predictions (logits.argmax(1) == y) over the whole loader and divide by the number "
-        "of samples, in eval mode."
-    )
+        return fail("Evaluation ran in train mode: BatchNorm used batch statistics (and even updated its running "
+                    "statistics) and Dropout dropped units, so the accuracy is wrong. Call model.eval() "
+                    "before evaluating (and use torch.no_grad()).")
+    return fail(f"On a probe model with accuracy 0.75 in eval mode your function returned {value:.3f}. Count "
+                "correct predictions (logits.argmax(1) == y) over the whole loader and divide by the number "
+                "of samples, in eval mode.")
 
 
 def _accuracy_on(model: nn.Module, data: Any, train_mode: bool = False, limit: int = 2000) -> float:
@@ -526,8 +467,8 @@ def _accuracy_on(model: nn.Module, data: Any, train_mode: bool = False, limit: i
     correct, n = 0, 0
     with torch.no_grad():
         for start in range(0, min(len(data), limit), 100):
-            x = transform.transform(data.images[start : start + 100])
-            y = data.labels[start : start + 100]
+            x = transform.transform(data.images[start:start + 100])
+            y = data.labels[start:start + 100]
             correct += int((net(x).argmax(1) == y).sum())
             n += len(y)
     return correct / n
@@ -550,21 +491,15 @@ def _check_accuracy(acc: Any, model: Any, train_data: Any, test_data: Any) -> Ch
             return fail(f"Test accuracy {true:.1%} is barely above chance (10%): did the model train?")
         return ok(f"Test accuracy {true:.1%}, measured on the test split in eval mode.")
     if getattr(model, "training", False):
-        return fail(
-            f"Evaluation ran in train mode (model.training is True): BatchNorm used batch statistics and "
-            f"Dropout was on. Call model.eval() before measuring; in eval mode the test accuracy is "
-            f"{true:.1%}."
-        )
+        return fail(f"Evaluation ran in train mode (model.training is True): BatchNorm used batch statistics and "
+                    f"Dropout was on. Call model.eval() before measuring; in eval mode the test accuracy is "
+                    f"{true:.1%}.")
     train_acc = _accuracy_on(model, train_data, limit=2000)
     if abs(acc - train_acc) <= tol and abs(train_acc - true) > tol:
-        return fail(
-            f"Accuracy computed on the wrong split: {acc:.1%} matches the training images "
-            f"({train_acc:.1%}); on the test images it is {true:.1%}."
-        )
-    return fail(
-        f"Your accuracy {acc:.1%} does not match the model's test accuracy {true:.1%} (eval mode, the "
-        "model's own normalisation)."
-    )
+        return fail(f"Accuracy computed on the wrong split: {acc:.1%} matches the training images "
+                    f"({train_acc:.1%}); on the test images it is {true:.1%}.")
+    return fail(f"Your accuracy {acc:.1%} does not match the model's test accuracy {true:.1%} (eval mode, the "
+                "model's own normalisation).")
 
 
 def _optimizer_kind(optimizer: torch.optim.Optimizer) -> str:
@@ -587,17 +522,13 @@ def _check_fine_tune_lr(optimizer: Any, model: Any) -> CheckResult:
     kind = _optimizer_kind(optimizer)
     top, low = max(backbone_lrs), min(backbone_lrs)
     if top > _MAX_LR[kind]:
-        return fail(
-            f"Learning rate far too high for fine-tuning: {_fmt(top)} on pretrained layers would wreck the "
-            f"pretrained features. With {type(optimizer).__name__} use about "
-            f"{'1e-4 to 1e-3' if kind == 'adam' else '1e-3 to 1e-2'} for the backbone."
-        )
+        return fail(f"Learning rate far too high for fine-tuning: {_fmt(top)} on pretrained layers would wreck the "
+                    f"pretrained features. With {type(optimizer).__name__} use about "
+                    f"{'1e-4 to 1e-3' if kind == 'adam' else '1e-3 to 1e-2'} for the backbone.")
     if low < _MIN_LR:
         return fail(f"Learning rate {_fmt(low)} is so low the backbone will barely change; try 1e-4.")
-    return ok(
-        f"Backbone learning rate {_fmt(top)} with {type(optimizer).__name__}: small enough to keep the "
-        "pretrained features."
-    )
+    return ok(f"Backbone learning rate {_fmt(top)} with {type(optimizer).__name__}: small enough to keep the "
+              "pretrained features.")
 
 
 @_register("discriminative_lr", 2, "head learns faster than the backbone; every trainable parameter included")
@@ -612,16 +543,12 @@ def _check_discriminative_lr(optimizer: Any, model: Any) -> CheckResult:
     if not head_lrs or not back_lrs:
         return fail("Both the head and the backbone must be in the optimizer (in separate parameter groups).")
     if max(back_lrs) == min(head_lrs) and min(back_lrs) == max(head_lrs):
-        return fail(
-            "One learning rate everywhere: give the head a larger learning rate than the backbone "
-            "(e.g. 10x), using parameter groups."
-        )
+        return fail("One learning rate everywhere: give the head a larger learning rate than the backbone "
+                    "(e.g. 10x), using parameter groups.")
     if max(back_lrs) >= min(head_lrs):
-        return fail(
-            f"The backbone's learning rate ({_fmt(max(back_lrs))}) is not below the head's "
-            f"({_fmt(min(head_lrs))}): it is the other way round — the new head learns fast, the pretrained "
-            "layers slowly."
-        )
+        return fail(f"The backbone's learning rate ({_fmt(max(back_lrs))}) is not below the head's "
+                    f"({_fmt(min(head_lrs))}): it is the other way round — the new head learns fast, the pretrained "
+                    "layers slowly.")
     return ok(f"Head lr {_fmt(min(head_lrs))}, backbone lr up to {_fmt(max(back_lrs))}.")
 
 
@@ -659,3 +586,10 @@ ASSIGNMENTS: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
         ("accuracy", "accuracy", ("test_acc", "model", "train_small", "test_small")),
     ],
 }
+
+
+def is_finite_number(x: Any) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
