@@ -111,6 +111,20 @@ def test_runner_runs_a_copy_under_limits_and_reads_the_marked_result(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # it ran on a copy, elsewhere
 
 
+def test_nbclient_output_hook_has_the_signature_the_runner_overrides():
+    import inspect
+
+    from nbclient import NotebookClient
+
+    assert list(inspect.signature(NotebookClient.output).parameters) == [
+        "self",
+        "outs",
+        "msg",
+        "display_id",
+        "cell_index",
+    ]
+
+
 def test_runner_total_timeout_kills_the_run(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import time\ntime.sleep(600)")])
     path = tmp_path / "slow.ipynb"
