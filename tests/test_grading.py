@@ -125,6 +125,19 @@ def test_nbclient_output_hook_has_the_signature_the_runner_overrides():
     ]
 
 
+def test_grade_worker_subcommand_reads_and_deletes_its_job_file(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(runner, "run_notebook", lambda *args: seen.append((args, job.exists())))
+    job = tmp_path / "job.json"
+    job.write_text(
+        json.dumps(
+            {"notebook": "nb.ipynb", "extra_cell": "x = 1", "marker": "M:", "cell_timeout": 7, "result_file": "r.json"}
+        )
+    )
+    assert main(["grade-worker", str(job)]) == 0
+    assert seen == [(("nb.ipynb", "x = 1", "M:", 7, "r.json"), False)]  # deleted before the notebook runs
+
+
 def test_runner_total_timeout_kills_the_run(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import time\ntime.sleep(600)")])
     path = tmp_path / "slow.ipynb"
