@@ -138,7 +138,8 @@ def test_killed_run_resumes_to_identical_weights(fake_root, tmp_path, sig):
     script = tmp_path / "run.py"
     script.write_text(
         textwrap.dedent(f"""
-        import sys, time, torch
+        import signal, sys, time, torch
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored (nohup, &)
         sys.path.insert(0, {str(tmp_path.parent)!r})
         from tl_helpers import data, train
         from tests.test_train import TinyNet
