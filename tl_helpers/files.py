@@ -147,7 +147,7 @@ def load_or_build(path: str | os.PathLike, key: str, build: Callable[[], T], *, 
 
     - same key: the cached value is returned and ``build`` is not called;
     - missing file, or a file with another key (stale): ``build()`` is called;
-    - unreadable file (corrupt, truncated, another format): a warning, then ``build()``;
+    - unreadable file (corrupt, truncated, not a torch file): a warning, then ``build()``;
     - after building, the value is saved atomically; when that fails
       (:class:`CacheWriteError`: read-only folder, full disk) a warning names the
       fix and the value is returned all the same.
