@@ -13,7 +13,7 @@ TL_SST2_DIR ?= $(wildcard $(CURDIR)/../shared/data/sst2)
 export TL_SST2_DIR
 PYTEST_ARGS ?=
 
-.PHONY: install lab test test-fast exercises check-exercises bench e2e doctor data clean
+.PHONY: install lab test test-fast lint format exercises check-exercises bench e2e doctor data clean
 
 install: $(STAMP)
 
@@ -37,8 +37,19 @@ data: install
 test: install
 	TL_REQUIRE_ALL_NOTEBOOKS=1 $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=300 $(PYTEST_ARGS)
 
+# The fast tier (about a minute on a 2-core CPU): unit tests, no notebooks, nothing marked slow.
 test-fast: install
 	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+# ruff (pinned in the dev extras, configured in pyproject.toml): lint the package, tests, benchmarks
+# and notebooks; check the formatting of the Python files. `make format` fixes what it can.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 # Browser tests: the course in JupyterLab, in Debian's headless chromium (installs chromium
 # and the npm packages pinned by e2e/package-lock.json on first use). E2E_NOTEBOOKS=all runs

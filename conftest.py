@@ -30,8 +30,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     ran = sorted(p for p, ok in _notebook_results.items() if ok)
     if ran != on_disk:
         missing = sorted(set(on_disk) - set(ran))
-        print(f"\nNOTEBOOK CHECK FAILED: {len(ran)} of {len(on_disk)} notebooks ran and passed; "
-              f"not run or failed: {missing}")
+        print(
+            f"\nNOTEBOOK CHECK FAILED: {len(ran)} of {len(on_disk)} notebooks ran and passed; "
+            f"not run or failed: {missing}"
+        )
         session.exitstatus = 1
     else:
         print(f"\nnotebook check: all {len(on_disk)} notebooks executed and passed")

@@ -1,4 +1,7 @@
-"""Shared fixtures: tiny fake EuroSAT folders, the real archive, and a network block."""
+"""Shared fixtures: tiny fake EuroSAT folders, the real archive, and a network block.
+
+The plain helpers they use live in :mod:`tests.helpers`; tests import from there, never from here.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +9,12 @@ import os
 import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from tl_helpers.data import EUROSAT_CLASSES
+from tests.helpers import SHARED_ARCHIVE, NetworkBlocked, make_fake_eurosat, real_archive
 
-REPO = Path(__file__).resolve().parents[1]
 # Submission fixtures are notebooks for the grader (some hang or exit on purpose): never collect them with nbval.
 collect_ignore = ["fixtures"]
-SHARED_ARCHIVE = REPO.parent / "shared" / "data" / "eurosat" / "EuroSAT_RGB.zip"
-
-
-def make_fake_eurosat(root: Path, per_class: int = 12, size: int = 64, seed: int = 0) -> Path:
-    """Write ``root/<Class>/<Class>_<n>.jpg`` with class-dependent colours (learnable, tiny)."""
-    rng = np.random.default_rng(seed)
-    for label, cls in enumerate(EUROSAT_CLASSES):
-        (root / cls).mkdir(parents=True, exist_ok=True)
-        base = np.array([(label * 25) % 255, (label * 70) % 255, (255 - label * 25) % 255], dtype=np.float32)
-        for n in range(1, per_class + 1):
-            noise = rng.normal(0, 20, size=(size, size, 3))
-            array = np.clip(base + noise, 0, 255).astype(np.uint8)
-            Image.fromarray(array).save(root / cls / f"{cls}_{n}.jpg", quality=90)
-    return root
 
 
 @pytest.fixture
@@ -46,14 +32,6 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "data"
 
 
-def real_archive() -> Path | None:
-    env = os.environ.get("TL_EUROSAT_ARCHIVE")
-    for candidate in ([Path(env)] if env else []) + [SHARED_ARCHIVE]:
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 @pytest.fixture(scope="session")
 def real_eurosat_archive() -> Path:
     archive = real_archive()
@@ -63,10 +41,6 @@ def real_eurosat_archive() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return archive
-
-
-class NetworkBlocked(RuntimeError):
-    pass
 
 
 @pytest.fixture

@@ -43,6 +43,7 @@ def fake_images(n_per_class: int, offset: int = 0, size: int = 16, seed: int = 0
 
 # ----------------------------------------------------------------------------- the registry and check()
 
+
 def test_registry_points_and_unknown_id(capsys):
     assert len(CHECKS) >= 12 and all(c.points > 0 and c.description for c in CHECKS.values())
     with pytest.raises(KeyError, match="Unknown check"):
@@ -61,6 +62,7 @@ def test_check_prints_and_never_raises_on_wrong_objects(capsys):
 
 
 # ----------------------------------------------------------------------------- freezing
+
 
 def test_freeze_alternatives_pass(model, lite0_10):
     models.freeze(model)
@@ -105,18 +107,23 @@ def test_trainable_count(model):
 
 # ----------------------------------------------------------------------------- optimizers and learning rates
 
+
 def test_optimizer_alternatives_pass(model):
     models.freeze(model)
-    for opt in (torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3),
-                torch.optim.SGD(filter(lambda p: p.requires_grad, model.parameters()), lr=0.01),
-                torch.optim.AdamW(model.get_classifier().parameters(), lr=1e-3)):
+    for opt in (
+        torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3),
+        torch.optim.SGD(filter(lambda p: p.requires_grad, model.parameters()), lr=0.01),
+        torch.optim.AdamW(model.get_classifier().parameters(), lr=1e-3),
+    ):
         assert run_check("optimizer_params", opt, model).passed
 
 
 def test_frozen_parameters_handed_to_optimizer(model):
     models.freeze(model)
-    fails_with(run_check("optimizer_params", torch.optim.AdamW(model.parameters(), lr=1e-3), model),
-               "Frozen parameters were handed")
+    fails_with(
+        run_check("optimizer_params", torch.optim.AdamW(model.parameters(), lr=1e-3), model),
+        "Frozen parameters were handed",
+    )
 
 
 def test_trainable_parameters_left_out(model):
@@ -139,8 +146,10 @@ def test_fine_tune_lr(model):
     assert run_check("fine_tune_lr", torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9), model).passed
     fails_with(run_check("fine_tune_lr", torch.optim.AdamW(model.parameters(), lr=0.1), model), "far too high")
     fails_with(run_check("fine_tune_lr", torch.optim.SGD(model.parameters(), lr=1.0), model), "far too high")
-    fails_with(run_check("fine_tune_lr", torch.optim.AdamW(model.get_classifier().parameters(), lr=1e-3), model),
-               "only trains the head")
+    fails_with(
+        run_check("fine_tune_lr", torch.optim.AdamW(model.get_classifier().parameters(), lr=1e-3), model),
+        "only trains the head",
+    )
 
 
 def test_discriminative_lr(model):
@@ -148,8 +157,10 @@ def test_discriminative_lr(model):
     assert run_check("discriminative_lr", good, model).passed
     head = list(model.get_classifier().parameters())
     rest = [p for p in model.parameters() if all(p is not h for h in head)]
-    fails_with(run_check("discriminative_lr", torch.optim.AdamW(model.parameters(), lr=1e-4), model),
-               "One learning rate everywhere")
+    fails_with(
+        run_check("discriminative_lr", torch.optim.AdamW(model.parameters(), lr=1e-4), model),
+        "One learning rate everywhere",
+    )
     reversed_ = torch.optim.AdamW([{"params": rest, "lr": 1e-3}, {"params": head, "lr": 1e-4}])
     fails_with(run_check("discriminative_lr", reversed_, model), "other way round")
     fails_with(run_check("discriminative_lr", torch.optim.AdamW(rest, lr=1e-4), model), "missing")
@@ -157,9 +168,13 @@ def test_discriminative_lr(model):
 
 # ----------------------------------------------------------------------------- heads
 
+
 def test_replace_head_alternatives(lite0_10):
-    for make in (lambda m: models.replace_head(m, 10), lambda m: m.reset_classifier(10),
-                 lambda m: setattr(m, "classifier", nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, 10)))):
+    for make in (
+        lambda m: models.replace_head(m, 10),
+        lambda m: m.reset_classifier(10),
+        lambda m: setattr(m, "classifier", nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, 10))),
+    ):
         m = copy.deepcopy(lite0_10)
         make(m)
         assert run_check("replace_head", m).passed
@@ -181,6 +196,7 @@ def test_head_wrong_outputs_and_in_features(lite0_10):
 
 # ----------------------------------------------------------------------------- preprocessing and features
 
+
 def test_normalisation(lite0_10):
     pre = models.get_preprocessing(lite0_10)
     assert pre.mean == (0.5, 0.5, 0.5)
@@ -189,7 +205,9 @@ def test_normalisation(lite0_10):
     assert run_check("normalisation", lambda x: x.float().div(127.5).sub(1), lite0_10).passed
     imagenet = make_loader(fake_images(2), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     fails_with(run_check("normalisation", imagenet, lite0_10), "ImageNet statistics")
-    fails_with(run_check("normalisation", lambda x: (x.float() - 0.5) / 0.5, lite0_10), "divide the uint8 pixels by 255")
+    fails_with(
+        run_check("normalisation", lambda x: (x.float() - 0.5) / 0.5, lite0_10), "divide the uint8 pixels by 255"
+    )
     fails_with(run_check("normalisation", lambda x: x.float() / 255, lite0_10), "did not normalise")
     # a torchvision model really wants the ImageNet statistics: the same loader passes for it
     assert run_check("normalisation", imagenet, "torchvision/resnet18").passed
@@ -209,6 +227,7 @@ def test_feature_extractor():
 
 
 # ----------------------------------------------------------------------------- splits and accuracy
+
 
 def test_split_leakage():
     train, test = fake_images(3), fake_images(3, offset=1000)
@@ -231,8 +250,9 @@ def test_probe_accuracy():
     fails_with(run_check("probe_accuracy", train_acc, clf, X_train, y_train, X_test, y_test), "wrong split")
     fails_with(run_check("probe_accuracy", test_acc * 100, clf, X_train, y_train, X_test, y_test), "fraction")
     leaky = torch.cat([X_test, X_train[:10]])
-    fails_with(run_check("probe_accuracy", 0.9, clf, X_train, y_train, leaky, torch.cat([y_test, y_train[:10]])),
-               "leakage")
+    fails_with(
+        run_check("probe_accuracy", 0.9, clf, X_train, y_train, leaky, torch.cat([y_test, y_train[:10]])), "leakage"
+    )
 
 
 def _evaluate_good(model, loader, device):
@@ -268,8 +288,9 @@ class _Tiny(nn.Module):
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
-        self.body = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                                  nn.Flatten())
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )
         self.classifier = nn.Linear(16, 10)
         with torch.no_grad():
             self.body[1].running_mean.fill_(0.3)

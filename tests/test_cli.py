@@ -2,10 +2,10 @@ import subprocess
 import sys
 import zipfile
 
-import pytest
-
+from tests.helpers import make_fake_eurosat
+from tl_helpers import archive as archive_mod
 from tl_helpers import cli, data
-from tests.conftest import make_fake_eurosat
+from tl_helpers.files import sha256_file
 
 
 def test_data_prepare_on_fake_archive(isolated_env, no_network, tmp_path, monkeypatch, capsys):
@@ -15,7 +15,7 @@ def test_data_prepare_on_fake_archive(isolated_env, no_network, tmp_path, monkey
         for f in sorted(src.rglob("*.jpg")):
             zf.write(f, "2750/" + str(f.relative_to(src)))
     monkeypatch.setattr(data, "make_split", lambda s, seed=0: data.Split(s[:40], s[40:60], s[60:]))
-    monkeypatch.setattr(data, "KNOWN_SHA256", {data.sha256_file(archive): "fake"})
+    monkeypatch.setattr(archive_mod, "KNOWN_SHA256", {sha256_file(archive): "fake"})
     assert cli.main(["data", "prepare", "--archive", str(archive), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "EuroSAT ready" in out and "train    40 images" in out
@@ -41,7 +41,7 @@ def test_doctor_not_ready_without_data(isolated_env, capsys):
 
 
 def test_doctor_ready_with_data(isolated_env, no_network, monkeypatch, capsys):
-    root = make_fake_eurosat(isolated_env / "eurosat" / "2750", per_class=2)
+    make_fake_eurosat(isolated_env / "eurosat" / "2750", per_class=2)
     monkeypatch.setattr(data, "EUROSAT_NUM_IMAGES", 20)
     assert cli.main(["doctor"]) == 0
     assert "READY" in capsys.readouterr().out

@@ -7,23 +7,17 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers import make_fake_eurosat, zip_folder
+from tl_helpers import archive as archive_mod
 from tl_helpers import data
-from tests.conftest import make_fake_eurosat
-
-
-def _zip_folder(folder: Path, archive: Path, prefix: str = "2750/") -> Path:
-    with zipfile.ZipFile(archive, "w") as zf:
-        for f in sorted(folder.rglob("*")):
-            if f.is_file():
-                zf.write(f, prefix + str(f.relative_to(folder)))
-    return archive
+from tl_helpers.files import sha256_file
 
 
 @pytest.fixture
 def fake_archive(tmp_path, monkeypatch):
     src = make_fake_eurosat(tmp_path / "src", per_class=6)
-    archive = _zip_folder(src, tmp_path / "EuroSAT_RGB.zip")
-    monkeypatch.setattr(data, "KNOWN_SHA256", {data.sha256_file(archive): "fake"})
+    archive = zip_folder(src, tmp_path / "EuroSAT_RGB.zip")
+    monkeypatch.setattr(archive_mod, "KNOWN_SHA256", {sha256_file(archive): "fake"})
     return archive
 
 
@@ -50,17 +44,17 @@ def test_archive_is_verified_and_extracted(isolated_env, fake_archive, monkeypat
 
 def test_archive_with_other_top_folder_is_accepted(isolated_env, tmp_path, monkeypatch):
     src = make_fake_eurosat(tmp_path / "src", per_class=3)
-    archive = _zip_folder(src, tmp_path / "EuroSAT.zip", prefix="EuroSAT_RGB/")
+    archive = zip_folder(src, tmp_path / "EuroSAT.zip", prefix="EuroSAT_RGB/")
     root = data.find_eurosat(archive=archive, verify=False)
     assert len(data.scan_folder(root).samples) == 30
 
 
 def test_wrong_checksum_stops_and_leaves_nothing(isolated_env, fake_archive, monkeypatch):
-    monkeypatch.setattr(data, "KNOWN_SHA256", {"0" * 64: "other"})
+    monkeypatch.setattr(archive_mod, "KNOWN_SHA256", {"0" * 64: "other"})
     with pytest.raises(data.DataError, match="matches no known EuroSAT release"):
         data.find_eurosat(archive=fake_archive)
-    assert not (isolated_env / "eurosat" / "2750").exists()
-    assert not list((isolated_env / "eurosat").glob(".extract-*")) if (isolated_env / "eurosat").exists() else True
+    # the checksum is checked before anything is written: no class folders, no temporary folder
+    assert not (isolated_env / "eurosat").exists()
 
 
 def test_truncated_archive_stops_and_leaves_nothing(isolated_env, fake_archive):
@@ -215,8 +209,7 @@ def test_flip_rot90_keeps_content():
 
 
 def test_per_class_subset(fake_root, tmp_path):
-    tensors = data.decode_samples(fake_root, data.scan_folder(fake_root).samples, cache=tmp_path / "c",
-                                  progress=False)
+    tensors = data.decode_samples(fake_root, data.scan_folder(fake_root).samples, cache=tmp_path / "c", progress=False)
     sub = tensors.per_class(3, seed=1)
     assert len(sub) == 30 and torch.bincount(sub.labels).tolist() == [3] * 10
     assert sub.files == tensors.per_class(3, seed=1).files
@@ -255,3 +248,20 @@ def test_concurrent_extraction_uses_the_winner(isolated_env, fake_archive, monke
     root = data.find_eurosat(archive=fake_archive)
     assert len(data.scan_folder(root).samples) == 20  # the winner's copy, intact
     assert not list(root.parent.glob(".extract-*"))
+
+
+def test_per_class_indices_matches_the_notebooks_draw():
+    """The helper notebooks 06 and 07 use: one seeded generator, classes in order, sorted indices per class."""
+    labels = np.repeat(np.arange(4), 7)[np.random.default_rng(5).permutation(28)]
+    idx = data.per_class_indices(labels, 3, seed=2)
+    rng = np.random.default_rng(2)
+    expected = np.concatenate(
+        [np.sort(rng.choice(np.flatnonzero(labels == c), size=3, replace=False)) for c in range(4)]
+    )
+    assert idx.tolist() == expected.tolist()
+    assert np.bincount(labels[idx]).tolist() == [3, 3, 3, 3] and len(set(idx.tolist())) == 12
+    assert data.per_class_indices(torch.as_tensor(labels), 3, seed=2).tolist() == idx.tolist()
+    assert data.per_class_indices(labels, 3, seed=3).tolist() != idx.tolist()
+    assert data.per_class_indices(labels[labels != 1], 2, seed=0).size == 6  # only the classes present
+    with pytest.raises(ValueError):
+        data.per_class_indices(labels, 8, seed=0)

@@ -25,8 +25,15 @@ def test_torchrun_two_processes_match_single_process(real_eurosat_archive, tmp_p
 
     data.load_eurosat(("train", "val"), progress=False)  # extract/cache before the ranks start
     single = _run([sys.executable, "-m", "tl_helpers.ddp"], tmp_path / "single.json")
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                "-m", "tl_helpers.ddp"]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "tl_helpers.ddp",
+    ]
     multi = _run(torchrun, tmp_path / "ddp.json")
     assert multi["world_size"] == 2 and single["world_size"] == 1
     assert multi["ranks_agree"] and len(set(multi["fingerprints"])) == 1

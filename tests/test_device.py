@@ -4,12 +4,16 @@ import torch
 from tl_helpers import device
 
 
-def test_get_device_defaults_to_an_available_device(monkeypatch):
+@pytest.mark.parametrize(
+    "cuda,mps,expected", [(True, True, "cuda"), (True, False, "cuda"), (False, True, "mps"), (False, False, "cpu")]
+)
+def test_get_device_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
     monkeypatch.delenv("TL_DEVICE", raising=False)
-    dev = device.get_device()
-    assert dev.type in ("cuda", "mps", "cpu")
-    if not torch.cuda.is_available():
-        assert dev.type != "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(device, "_mps_available", lambda: mps)
+    assert device.get_device() == torch.device(expected)
+    monkeypatch.setenv("TL_DEVICE", "cpu")
+    assert device.get_device() == torch.device("cpu")  # the override wins
 
 
 def test_get_device_env_override(monkeypatch):

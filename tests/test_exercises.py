@@ -16,8 +16,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_strip_solution_keeps_indentation_and_hint():
-    source = ("def f(x):\n    ### BEGIN SOLUTION\n    # HINT: square it\n    return x * x\n    ### END SOLUTION\n"
-              "y = 1\n### BEGIN SOLUTION\nz = 2\n### END SOLUTION")
+    source = (
+        "def f(x):\n    ### BEGIN SOLUTION\n    # HINT: square it\n    return x * x\n    ### END SOLUTION\n"
+        "y = 1\n### BEGIN SOLUTION\nz = 2\n### END SOLUTION"
+    )
     out = exercises.strip_solution(source)
     assert "return x * x" not in out and "z = 2" not in out
     assert "    raise NotImplementedError('square it')" in out
@@ -26,8 +28,14 @@ def test_strip_solution_keeps_indentation_and_hint():
     compile(out, "cell", "exec")
 
 
-@pytest.mark.parametrize("bad", ["### BEGIN SOLUTION\nx = 1", "x = 1\n### END SOLUTION",
-                                 "### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "### BEGIN SOLUTION\nx = 1",
+        "x = 1\n### END SOLUTION",
+        "### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION",
+    ],
+)
 def test_broken_markers_are_reported(bad):
     with pytest.raises(exercises.SolutionMarkupError):
         exercises.strip_solution(bad)

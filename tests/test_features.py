@@ -75,8 +75,58 @@ def test_layer_outputs(backbone):
 def test_feature_cache_invalidated_by_preprocessing_and_data(backbone, tensors, tmp_path):
     cache = tmp_path / "feat"
     X1, _ = features.cached_features(backbone, tensors, cache=cache, progress=False)
-    X2, _ = features.cached_features(backbone, tensors, cache=cache, progress=False,
-                                     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    X2, _ = features.cached_features(
+        backbone, tensors, cache=cache, progress=False, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+    )
     assert len(list(cache.glob("*.pt"))) == 2 and not torch.allclose(X1, X2)
     features.cached_features(backbone, tensors.subset(range(10)), cache=cache, progress=False)
     assert len(list(cache.glob("*.pt"))) == 3
+
+
+def test_feature_cache_is_keyed_on_pixels_not_file_names(backbone, tensors, tmp_path):
+    """Same file names and labels, other pixels (a transformed copy): other features, never the first ones."""
+    cache = tmp_path / "feat"
+    X1, _ = features.cached_features(backbone, tensors, cache=cache, progress=False, name="t")
+    shifted = data.ImageTensors(
+        (255 - tensors.images).contiguous(), tensors.labels.clone(), list(tensors.files), tensors.classes
+    )
+    assert shifted.files == tensors.files
+    X2, _ = features.cached_features(backbone, shifted, cache=cache, progress=False, name="t")
+    assert len(list(cache.glob("*.pt"))) == 2
+    assert not torch.allclose(X1, X2)
+    fresh, _ = features.extract_features(backbone, data.make_loader(shifted, batch_size=128), "cpu", progress=False)
+    assert torch.allclose(X2, fresh, atol=1e-5)
+    # the same pixels again (an equal copy, not the same object) hit the cache
+    copy = data.ImageTensors(tensors.images.clone(), tensors.labels.clone(), list(tensors.files), tensors.classes)
+    X3, _ = features.cached_features(backbone, copy, cache=cache, progress=False, name="t")
+    assert torch.equal(X3, X1) and len(list(cache.glob("*.pt"))) == 2
+
+
+def test_feature_cache_is_keyed_on_labels(backbone, tensors, tmp_path):
+    cache = tmp_path / "feat"
+    _, y1 = features.cached_features(backbone, tensors, cache=cache, progress=False)
+    relabelled = data.ImageTensors(tensors.images, (tensors.labels + 1) % 10, list(tensors.files), tensors.classes)
+    _, y2 = features.cached_features(backbone, relabelled, cache=cache, progress=False)
+    assert torch.equal(y2, relabelled.labels) and not torch.equal(y1, y2)
+
+
+def test_logistic_regression_fits_with_one_blas_thread(monkeypatch):
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_info
+
+    seen = []
+    real_fit = LogisticRegression.fit
+
+    def spy(self, X, y, *args, **kwargs):
+        seen.append({info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"})
+        return real_fit(self, X, y, *args, **kwargs)
+
+    monkeypatch.setattr(LogisticRegression, "fit", spy)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 5))
+    y = (X[:, 0] > 0).astype(int)
+    assert features.fit_logistic_regression(X, y).score(X, y) > 0.9
+    assert seen == [{1}]
+    features.fit_logistic_regression(X, y, blas_threads=None)
+    assert len(seen) == 2

@@ -1,7 +1,9 @@
 """Batch grading: fresh kernels, timeouts, hostile submissions, gradebook, JSON.
 
-Fast tests grade the hostile fixtures (tests/fixtures/submissions/hostile, one notebook per attack) in
-parallel with short timeouts. Slow tests grade every solution (full marks), every released exercise
+Fast tests run a tiny notebook under limits (tl_helpers.runner, through the ``grade-worker``
+subcommand), grade unreadable and unknown submissions, and find assignments by name. Slow tests
+grade the hostile fixtures (tests/fixtures/submissions/hostile, one notebook per attack; about two
+minutes, as two of them must hit the timeouts), every solution (full marks), every released exercise
 (zero, no crash), a wrong solution per diagnosed mistake (rejected with the matching hint) and
 alternative correct solutions (accepted), all generated from solutions/ by swapping one answer region.
 """
@@ -17,7 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tl_helpers import grading
+from tl_helpers import grading, runner
 from tl_helpers.checks import ASSIGNMENTS, total_points
 from tl_helpers.cli import main
 
@@ -46,9 +48,18 @@ def earned(sub: grading.Submission) -> set[str]:
     return {c.id for c in sub.checks if c.passed}
 
 
+@pytest.mark.slow
 def test_hostile_all_get_a_verdict(hostile_results):
-    assert set(hostile_results) == {"hang", "hang_ignoring_interrupts", "raises", "sys_exit", "os_exit", "flood",
-                                    "delete_files", "monkeypatch_check"}
+    assert set(hostile_results) == {
+        "hang",
+        "hang_ignoring_interrupts",
+        "raises",
+        "sys_exit",
+        "os_exit",
+        "flood",
+        "delete_files",
+        "monkeypatch_check",
+    }
     for sub in hostile_results.values():
         assert sub.max_score == total_points("03_freezing_exercises")
         assert all(c.points <= c.max_points for c in sub.checks)
@@ -59,6 +70,7 @@ def test_hostile_all_get_a_verdict(hostile_results):
         assert "optimizer_params" not in earned(sub)
 
 
+@pytest.mark.slow
 def test_cheating_earns_nothing(hostile_results):
     for name in ("monkeypatch_check", "delete_files", "hang_ignoring_interrupts", "os_exit"):
         assert hostile_results[name].score == 0, (name, hostile_results[name].to_json())
@@ -66,6 +78,7 @@ def test_cheating_earns_nothing(hostile_results):
     assert hostile_results["os_exit"].verdict == "kernel died"
 
 
+@pytest.mark.slow
 def test_errors_and_hangs_keep_what_was_really_shown(hostile_results):
     assert hostile_results["hang"].verdict == "a cell timed out"
     assert hostile_results["raises"].verdict == "errors in cells"
@@ -75,6 +88,62 @@ def test_errors_and_hangs_keep_what_was_really_shown(hostile_results):
     assert earned(hostile_results["raises"]) == {"freeze_backbone", "bn_frozen", "trainable_count"}
     missing = {c.id: c.feedback for c in hostile_results["raises"].checks}["optimizer_params"]
     assert "not defined: optimizer" in missing
+
+
+def test_runner_runs_a_copy_under_limits_and_reads_the_marked_result(tmp_path):
+    cells = [
+        "open('made_by_the_notebook.txt', 'w').write('x')",
+        "raise ValueError('a learner mistake')",
+        "print('y' * 300_000)",
+        "answer = 42",
+    ]
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_markdown_cell("# text")] + [nbformat.v4.new_code_cell(c) for c in cells]
+    )
+    path = tmp_path / "small.ipynb"
+    nbformat.write(nb, path)
+    marker = "MARK" + "x" * 8 + ":"
+    extra = f"import json\nprint('noise')\nprint({marker!r} + json.dumps({{'answer': answer}}))"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    run = runner.run_isolated(path, extra, marker, cell_timeout=60, total_timeout=120)
+    assert run.results == {"answer": 42} and not run.timed_out, run
+    assert run.events == ["cell 2 raised ValueError"], run.events
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # it ran on a copy, elsewhere
+
+
+def test_nbclient_output_hook_has_the_signature_the_runner_overrides():
+    import inspect
+
+    from nbclient import NotebookClient
+
+    assert list(inspect.signature(NotebookClient.output).parameters) == [
+        "self",
+        "outs",
+        "msg",
+        "display_id",
+        "cell_index",
+    ]
+
+
+def test_grade_worker_subcommand_reads_and_deletes_its_job_file(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(runner, "run_notebook", lambda *args: seen.append((args, job.exists())))
+    job = tmp_path / "job.json"
+    job.write_text(
+        json.dumps(
+            {"notebook": "nb.ipynb", "extra_cell": "x = 1", "marker": "M:", "cell_timeout": 7, "result_file": "r.json"}
+        )
+    )
+    assert main(["grade-worker", str(job)]) == 0
+    assert seen == [(("nb.ipynb", "x = 1", "M:", 7, "r.json"), False)]  # deleted before the notebook runs
+
+
+def test_runner_total_timeout_kills_the_run(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import time\ntime.sleep(600)")])
+    path = tmp_path / "slow.ipynb"
+    nbformat.write(nb, path)
+    run = runner.run_isolated(path, "print('never')", "M:", cell_timeout=300, total_timeout=8)
+    assert run.timed_out and run.results is None
 
 
 def test_cli_json_and_unreadable_submission(tmp_path, capsys):
@@ -93,8 +162,10 @@ def test_cli_json_and_unreadable_submission(tmp_path, capsys):
 
 def test_assignment_from_name_or_metadata(tmp_path):
     assert grading.assignment_of(Path("alice/03_freezing_exercises.ipynb")) == "03_freezing_exercises"
-    assert grading.assignment_of(Path("bob_06_capstone_quick_check_exercises (1).ipynb")) == \
-        "06_capstone_quick_check_exercises"
+    assert (
+        grading.assignment_of(Path("bob_06_capstone_quick_check_exercises (1).ipynb"))
+        == "06_capstone_quick_check_exercises"
+    )
     nb = nbformat.v4.new_notebook(metadata={"tl_course": {"assignment": "04_replacing_the_head_exercises"}})
     assert grading.assignment_of(Path("renamed.ipynb"), nb) == "04_replacing_the_head_exercises"
 
@@ -105,54 +176,127 @@ REGION = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.S)
 
 # (assignment, the solution line to replace, wrong or alternative code, gradebook column, hint or None if correct)
 VARIANTS = [
-    ("02_feature_extraction_exercises", "    return (images.float() / 255 - mean) / std",
-     "    return (images.float() / 255 - torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)) / "
-     "torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)", "normalisation", "ImageNet statistics"),
-    ("02_feature_extraction_exercises", 'test_small = data["test"].per_class(20, seed=seed)',
-     'test_small = data["train"].per_class(20, seed=seed + 1)', "split_leakage", "Data leakage"),
-    ("02_feature_extraction_exercises", "acc = clf.score(X_test.numpy(), y_test.numpy())",
-     "acc = clf.score(X_train.numpy(), y_train.numpy())", "probe_accuracy", "wrong split"),
-    ("03_freezing_exercises", "models.freeze(model)",
-     "for name, p in model.named_parameters():\n    p.requires_grad = name.startswith('classifier')",
-     "bn_frozen", "BatchNorm statistics still update"),
-    ("03_freezing_exercises", "models.freeze(model)", "models.freeze(model, up_to='blocks.3')",
-     "freeze_backbone", "partly frozen"),
-    ("03_freezing_exercises",
-     "optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)",
-     "optimizer = torch.optim.AdamW(model.parameters(), lr=lr)", "optimizer_params", "Frozen parameters"),
-    ("04_replacing_the_head_exercises", "model.classifier = nn.Linear(model.classifier.in_features, 10)",
-     "model.classifier = nn.Linear(512, 10)", "replace_head", "in_features"),
+    (
+        "02_feature_extraction_exercises",
+        "    return (images.float() / 255 - mean) / std",
+        "    return (images.float() / 255 - torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)) / "
+        "torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)",
+        "normalisation",
+        "ImageNet statistics",
+    ),
+    (
+        "02_feature_extraction_exercises",
+        'test_small = data["test"].per_class(20, seed=seed)',
+        'test_small = data["train"].per_class(20, seed=seed + 1)',
+        "split_leakage",
+        "Data leakage",
+    ),
+    (
+        "02_feature_extraction_exercises",
+        "acc = clf.score(X_test.numpy(), y_test.numpy())",
+        "acc = clf.score(X_train.numpy(), y_train.numpy())",
+        "probe_accuracy",
+        "wrong split",
+    ),
+    (
+        "03_freezing_exercises",
+        "models.freeze(model)",
+        "for name, p in model.named_parameters():\n    p.requires_grad = name.startswith('classifier')",
+        "bn_frozen",
+        "BatchNorm statistics still update",
+    ),
+    (
+        "03_freezing_exercises",
+        "models.freeze(model)",
+        "models.freeze(model, up_to='blocks.3')",
+        "freeze_backbone",
+        "partly frozen",
+    ),
+    (
+        "03_freezing_exercises",
+        "optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)",
+        "optimizer = torch.optim.AdamW(model.parameters(), lr=lr)",
+        "optimizer_params",
+        "Frozen parameters",
+    ),
+    (
+        "04_replacing_the_head_exercises",
+        "model.classifier = nn.Linear(model.classifier.in_features, 10)",
+        "model.classifier = nn.Linear(512, 10)",
+        "replace_head",
+        "in_features",
+    ),
     ("04_replacing_the_head_exercises", "    model.eval()\n", "", "evaluate_mode", "train mode"),
     ("05_fine_tuning_low_lr_exercises", "lr = 1e-3", "lr = 0.1", "fine_tune_lr", "far too high"),
-    ("06_capstone_quick_check_exercises", "params = [p for p in model.parameters() if p.requires_grad]",
-     "params = (p for p in model.parameters() if p.requires_grad)", "optimizer_params", "no parameters at all"),
-    ("06_capstone_quick_check_exercises", "test_acc = evaluate(model, test_loader, device).accuracy",
-     "model.train()  # the mistake: measured (and left) in train mode\nwith torch.no_grad():\n"
-     "    test_acc = sum(int((model(x.to(device)).argmax(1).cpu() == y).sum()) for x, y in test_loader) / "
-     "len(test_small)",
-     "accuracy", "train mode"),
-    ("08_transfer_in_language_exercises", "        hidden = encoder(**batch).last_hidden_state",
-     "        hidden = encoder(input_ids=batch['input_ids']).last_hidden_state", "embed", "mask not passed"),
-    ("08_transfer_in_language_exercises",
-     "X_fit, y_fit = embed_sentences(train_small.texts), train_small.labels",
-     "X_fit = embed_sentences(train_small.texts + test_small.texts)\n"
-     "y_fit = torch.cat([train_small.labels, test_small.labels])", "probe", "Test sentences used for fitting"),
-    ("08_transfer_in_language_exercises",
-     "optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01)",
-     "optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)", "fine_tune_lr", "far too high for a BERT"),
+    (
+        "06_capstone_quick_check_exercises",
+        "params = [p for p in model.parameters() if p.requires_grad]",
+        "params = (p for p in model.parameters() if p.requires_grad)",
+        "optimizer_params",
+        "no parameters at all",
+    ),
+    (
+        "06_capstone_quick_check_exercises",
+        "test_acc = evaluate(model, test_loader, device).accuracy",
+        "model.train()  # the mistake: measured (and left) in train mode\nwith torch.no_grad():\n"
+        "    test_acc = sum(int((model(x.to(device)).argmax(1).cpu() == y).sum()) for x, y in test_loader) / "
+        "len(test_small)",
+        "accuracy",
+        "train mode",
+    ),
+    (
+        "08_transfer_in_language_exercises",
+        "        hidden = encoder(**batch).last_hidden_state",
+        "        hidden = encoder(input_ids=batch['input_ids']).last_hidden_state",
+        "embed",
+        "mask not passed",
+    ),
+    (
+        "08_transfer_in_language_exercises",
+        "X_fit, y_fit = embed_sentences(train_small.texts), train_small.labels",
+        "X_fit = embed_sentences(train_small.texts + test_small.texts)\n"
+        "y_fit = torch.cat([train_small.labels, test_small.labels])",
+        "probe",
+        "Test sentences used for fitting",
+    ),
+    (
+        "08_transfer_in_language_exercises",
+        "optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01)",
+        "optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)",
+        "fine_tune_lr",
+        "far too high for a BERT",
+    ),
     # alternative correct solutions
-    ("03_freezing_exercises", "models.freeze(model)",
-     "model.requires_grad_(False)\nmodel.get_classifier().requires_grad_(True)\n"
-     "for m in model.modules():\n    if isinstance(m, nn.BatchNorm2d):\n        m.momentum = 0.0", "bn_frozen", None),
-    ("04_replacing_the_head_exercises", "model.classifier = nn.Linear(model.classifier.in_features, 10)",
-     "models.replace_head(model, 10)", "replace_head", None),
-    ("08_transfer_in_language_exercises",
-     "    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)\n"
-     "    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1e-9)",
-     "    return torch.stack([h[m.bool()].mean(0) for h, m in zip(hidden, attention_mask)])", "mean_pool", None),
-    ("08_transfer_in_language_exercises",
-     "optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01)",
-     "optimizer = torch.optim.Adam(model.parameters(), lr=2e-5)", "fine_tune_lr", None),
+    (
+        "03_freezing_exercises",
+        "models.freeze(model)",
+        "model.requires_grad_(False)\nmodel.get_classifier().requires_grad_(True)\n"
+        "for m in model.modules():\n    if isinstance(m, nn.BatchNorm2d):\n        m.momentum = 0.0",
+        "bn_frozen",
+        None,
+    ),
+    (
+        "04_replacing_the_head_exercises",
+        "model.classifier = nn.Linear(model.classifier.in_features, 10)",
+        "models.replace_head(model, 10)",
+        "replace_head",
+        None,
+    ),
+    (
+        "08_transfer_in_language_exercises",
+        "    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)\n"
+        "    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1e-9)",
+        "    return torch.stack([h[m.bool()].mean(0) for h, m in zip(hidden, attention_mask)])",
+        "mean_pool",
+        None,
+    ),
+    (
+        "08_transfer_in_language_exercises",
+        "optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01)",
+        "optimizer = torch.optim.Adam(model.parameters(), lr=2e-5)",
+        "fine_tune_lr",
+        None,
+    ),
 ]
 
 
@@ -169,8 +313,14 @@ def make_variant(tmp: Path, index: int, assignment: str, old: str, new: str) -> 
 @pytest.mark.slow
 @pytest.mark.real_data
 def test_solutions_full_marks_and_exercises_zero(tmp_path):
-    results = grading.grade([REPO / "solutions", REPO / "exercises"], out=tmp_path / "gb.csv", progress=False,
-                            jobs=2, cell_timeout=300, total_timeout=900)
+    results = grading.grade(
+        [REPO / "solutions", REPO / "exercises"],
+        out=tmp_path / "gb.csv",
+        progress=False,
+        jobs=2,
+        cell_timeout=300,
+        total_timeout=900,
+    )
     assert len(results) == 2 * len(ASSIGNMENTS)
     for sub in results:
         if sub.submission.startswith("solutions"):
@@ -187,9 +337,11 @@ def test_solutions_full_marks_and_exercises_zero(tmp_path):
 def test_wrong_solutions_rejected_with_hint_and_alternatives_accepted(tmp_path):
     for i, (assignment, old, new, _, _) in enumerate(VARIANTS):
         make_variant(tmp_path, i, assignment, old, new)
-    results = {Path(r.submission).name[:3]: r for r in grading.grade([tmp_path], progress=False, jobs=2,
-                                                                             cell_timeout=300, total_timeout=900)}
-    for i, (assignment, _, _, column, hint) in enumerate(VARIANTS):
+    results = {
+        Path(r.submission).name[:3]: r
+        for r in grading.grade([tmp_path], progress=False, jobs=2, cell_timeout=300, total_timeout=900)
+    }
+    for i, (_, _, _, column, hint) in enumerate(VARIANTS):
         sub = results[f"v{i:02d}"]
         outcome = {c.id: c for c in sub.checks}[column]
         if hint is None:

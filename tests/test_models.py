@@ -76,10 +76,16 @@ def test_cached_torchvision_weights_are_used(no_network, monkeypatch, tmp_path):
     assert model.fc.out_features == 7
 
 
-@pytest.mark.parametrize("name,in_features", [
-    ("efficientnet_lite0", 1280), ("timm/resnet18", 512), ("torchvision/resnet18", 512),
-    ("torchvision/mobilenet_v3_small", 1024), ("torchvision/vit_b_16", 768),
-])
+@pytest.mark.parametrize(
+    "name,in_features",
+    [
+        ("efficientnet_lite0", 1280),
+        ("timm/resnet18", 512),
+        ("torchvision/resnet18", 512),
+        ("torchvision/mobilenet_v3_small", 1024),
+        pytest.param("torchvision/vit_b_16", 768, marks=pytest.mark.slow),  # 86 M parameters to build
+    ],
+)
 def test_replace_head_across_architectures(name, in_features):
     model = models.load_backbone(name, pretrained=False)
     assert models.head_in_features(model) == in_features
@@ -121,7 +127,11 @@ def test_freeze_up_to_block_and_by_name():
     trainable = models.freeze(model, names=["blocks.5", "blocks.6"])
     assert not any(n.startswith(("blocks.5", "blocks.6")) for n in trainable)
     assert any(n.startswith("blocks.4") for n in trainable)
-    assert models.unfreeze(model, from_group="blocks.6") and models.freeze(model, up_to=-2)
+    trainable = models.unfreeze(model, from_group="blocks.6")  # blocks.5 stays frozen
+    assert not any(n.startswith("blocks.5") for n in trainable)
+    assert any(n.startswith("blocks.6") for n in trainable) and any(n.startswith("blocks.4") for n in trainable)
+    assert "conv_head.weight" in trainable and "classifier.weight" in trainable
+    assert models.freeze(model, up_to=-2) == ["classifier.weight", "classifier.bias"]  # all but the head group
     with pytest.raises(ValueError, match="Unknown group"):
         models.freeze(model, up_to="blocks.99")
 

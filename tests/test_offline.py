@@ -7,8 +7,10 @@ import zipfile
 
 import torch
 
+from tests.helpers import make_fake_eurosat
+from tl_helpers import archive as archive_mod
 from tl_helpers import data, features, models, train
-from tests.conftest import make_fake_eurosat
+from tl_helpers.files import sha256_file
 
 
 def test_core_path_with_sockets_blocked(no_network, isolated_env, tmp_path, monkeypatch):
@@ -18,14 +20,21 @@ def test_core_path_with_sockets_blocked(no_network, isolated_env, tmp_path, monk
     with zipfile.ZipFile(archive, "w") as zf:
         for f in sorted(src.rglob("*.jpg")):
             zf.write(f, "2750/" + str(f.relative_to(src)))
-    monkeypatch.setattr(data, "KNOWN_SHA256", {data.sha256_file(archive): "fake"})
+    monkeypatch.setattr(archive_mod, "KNOWN_SHA256", {sha256_file(archive): "fake"})
     d = data.load_eurosat(train_per_class=4, val_per_class=2, test_per_class=2, progress=False)
     model = models.load_backbone(num_classes=10)
     X, y = features.cached_features(model, d["train"], progress=False)
     assert X.shape == (40, 1280)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    h = train.fit(model, data.make_loader(d["train"], batch_size=8, train=True),
-                  data.make_loader(d["val"], batch_size=20), opt, epochs=1, device="cpu", progress=False)
+    h = train.fit(
+        model,
+        data.make_loader(d["train"], batch_size=8, train=True),
+        data.make_loader(d["val"], batch_size=20),
+        opt,
+        epochs=1,
+        device="cpu",
+        progress=False,
+    )
     assert h.epochs == 1
 
 

@@ -21,13 +21,16 @@ def test_validate_accepts_one_correct_option_with_explanations():
     validate([q(Option("a", True, "because"), Option("b", False, "no"))])
 
 
-@pytest.mark.parametrize("options, problem", [
-    ((Option("a", True, "x"), Option("b", True, "y")), "2 correct"),
-    ((Option("a", False, "x"), Option("b", False, "y")), "0 correct"),
-    ((Option("a", True, "x"), Option("b", False, "  ")), "no explanation"),
-    ((Option("a", True, "x"),), "at least two"),
-    ((Option("a", True, "x"), Option("a", False, "y")), "repeats"),
-])
+@pytest.mark.parametrize(
+    "options, problem",
+    [
+        ((Option("a", True, "x"), Option("b", True, "y")), "2 correct"),
+        ((Option("a", False, "x"), Option("b", False, "y")), "0 correct"),
+        ((Option("a", True, "x"), Option("b", False, "  ")), "no explanation"),
+        ((Option("a", True, "x"),), "at least two"),
+        ((Option("a", True, "x"), Option("a", False, "y")), "repeats"),
+    ],
+)
 def test_validate_names_the_problem(options, problem):
     with pytest.raises(QuizError, match=problem):
         validate([q(*options)])

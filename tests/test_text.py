@@ -26,15 +26,19 @@ def no_sst2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def write_sst2(folder: Path, rows: int = 6) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    for name, header in (("train.tsv", "label\tsentence"), ("dev.tsv", "label\tcontent"),
-                         ("test.tsv", "label\tcontent")):
+    for name, header in (
+        ("train.tsv", "label\tsentence"),
+        ("dev.tsv", "label\tcontent"),
+        ("test.tsv", "label\tcontent"),
+    ):
         lines = [f"{i % 2}\tsentence number {i} of {name} , quite long for a test" for i in range(rows)]
         (folder / name).write_text(header + "\n" + "\n".join(lines) + "\n", encoding="utf-8")
     return folder
 
 
 def real_sst2_dir() -> Path:
-    for candidate in ([Path(os.environ[text.SST2_DIR_ENV])] if os.environ.get(text.SST2_DIR_ENV) else []) + [SHARED_SST2]:
+    configured = [Path(os.environ[text.SST2_DIR_ENV])] if os.environ.get(text.SST2_DIR_ENV) else []
+    for candidate in configured + [SHARED_SST2]:
         if all((candidate / f).is_file() for f in text.SST2_FILES):
             return candidate
     if os.environ.get("TL_REQUIRE_REAL_DATA"):
@@ -43,6 +47,7 @@ def real_sst2_dir() -> Path:
 
 
 # ----------------------------------------------------------------------------- finding and verifying
+
 
 def test_missing_sst2_says_where_to_put_it_and_how_to_download(no_sst2):
     with pytest.raises(text.TextNotFoundError) as err:
@@ -90,6 +95,7 @@ def test_real_sst2_verifies_and_has_the_published_sizes(monkeypatch):
 
 # ----------------------------------------------------------------------------- TextData
 
+
 def test_balanced_draw_is_balanced_nested_and_respects_min_words():
     texts = [("w " * (3 + i % 9)).strip() for i in range(200)]
     d = text.TextData(texts, torch.tensor([i % 2 for i in range(200)]))
@@ -112,6 +118,7 @@ def test_textdata_checks_lengths():
 
 
 # ----------------------------------------------------------------------------- pooling and batching
+
 
 def test_mean_pool_ignores_padding_positions():
     hidden = torch.randn(2, 5, 3)
@@ -149,6 +156,7 @@ def test_bucket_sampler_is_a_permutation_repeatable_by_seed():
 
 # ----------------------------------------------------------------------------- the real encoder
 
+
 @pytest.fixture(scope="module")
 def encoder_and_tokenizer():
     return text.load_encoder()
@@ -173,8 +181,12 @@ def test_tokenize_truncates(encoder_and_tokenizer):
 
 def test_embed_sorted_equals_unsorted_and_matches_meaning(encoder_and_tokenizer):
     encoder, tokenizer = encoder_and_tokenizer
-    sentences = ["A man is eating food.", "A man is eating a piece of bread.", "The stock market fell sharply today.",
-                 "a much longer sentence than the others , with many more word pieces in it ."]
+    sentences = [
+        "A man is eating food.",
+        "A man is eating a piece of bread.",
+        "The stock market fell sharply today.",
+        "a much longer sentence than the others , with many more word pieces in it .",
+    ]
     a = text.embed(encoder, tokenizer, sentences, batch_size=2, sort=True, progress=False)
     b = text.embed(encoder, tokenizer, sentences, batch_size=2, sort=False, progress=False)
     assert a.shape == (4, 384) and torch.allclose(a, b, atol=1e-4)
@@ -187,20 +199,24 @@ def test_embedding_cache_is_keyed_by_content(encoder_and_tokenizer, tmp_path, mo
     calls = []
     real_embed = text.embed
     monkeypatch.setattr(text, "embed", lambda *a, **k: calls.append(1) or real_embed(*a, **k))
-    first = text.cached_embeddings(encoder, tokenizer, ["a good film", "a bad film"], name="x", cache=tmp_path,
-                                   progress=False)
-    again = text.cached_embeddings(encoder, tokenizer, ["a good film", "a bad film"], name="x", cache=tmp_path,
-                                   progress=False)
+    first = text.cached_embeddings(
+        encoder, tokenizer, ["a good film", "a bad film"], name="x", cache=tmp_path, progress=False
+    )
+    again = text.cached_embeddings(
+        encoder, tokenizer, ["a good film", "a bad film"], name="x", cache=tmp_path, progress=False
+    )
     assert len(calls) == 1 and torch.equal(first, again)
-    other = text.cached_embeddings(encoder, tokenizer, ["a good film", "a dull film"], name="x", cache=tmp_path,
-                                   progress=False)
+    other = text.cached_embeddings(
+        encoder, tokenizer, ["a good film", "a dull film"], name="x", cache=tmp_path, progress=False
+    )
     assert len(calls) == 2 and not torch.allclose(other[1], first[1])
     # a corrupt file is rebuilt, with a warning
     for path in tmp_path.glob("text-embeddings-x-*.pt"):
         path.write_bytes(b"garbage")
     with pytest.warns(UserWarning, match="unreadable"):
-        rebuilt = text.cached_embeddings(encoder, tokenizer, ["a good film", "a bad film"], name="x",
-                                         cache=tmp_path, progress=False)
+        rebuilt = text.cached_embeddings(
+            encoder, tokenizer, ["a good film", "a bad film"], name="x", cache=tmp_path, progress=False
+        )
     assert torch.allclose(rebuilt, first, atol=1e-5)
 
 

@@ -23,6 +23,7 @@ def fails_with(check_id, phrase, *objects):
 
 # ----------------------------------------------------------------------------- mean pooling
 
+
 def pool_masked(hidden, mask):
     m = mask.unsqueeze(-1).float()
     return (hidden * m).sum(1) / m.sum(1)
@@ -63,6 +64,7 @@ def test_mean_pool_mistakes_are_named():
 
 
 # ----------------------------------------------------------------------------- sentence embeddings
+
 
 @pytest.fixture(scope="module")
 def encoder_and_tokenizer():
@@ -107,6 +109,7 @@ def test_embedding_mistakes_are_named(encoder_and_tokenizer):
             finally:
                 encoder.eval()
             return text.mean_pool(hidden, batch["attention_mask"]) if masked_pool else hidden.mean(1)
+
         return answer
 
     fails_with("text_embed", "Attention mask not passed to the encoder:", make(mask_to_encoder=False))
@@ -118,6 +121,7 @@ def test_embedding_mistakes_are_named(encoder_and_tokenizer):
 
 
 # ----------------------------------------------------------------------------- frozen encoder
+
 
 def test_frozen_encoder_check():
     encoder = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.1))
@@ -131,6 +135,7 @@ def test_frozen_encoder_check():
 
 
 # ----------------------------------------------------------------------------- probe
+
 
 def probe_data(seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -151,17 +156,35 @@ def test_probe_mistakes_are_named():
     X_fit, y_fit, X_test, y_test = probe_data()
     X_all, y_all = torch.cat([X_fit, X_test]), torch.cat([y_fit, y_test])
     leaky = LogisticRegression(max_iter=1000).fit(X_all.numpy(), y_all.numpy())
-    fails_with("text_probe", "Test sentences used for fitting", leaky, X_all, y_all, X_test, y_test,
-               leaky.score(X_test.numpy(), y_test.numpy()))
+    fails_with(
+        "text_probe",
+        "Test sentences used for fitting",
+        leaky,
+        X_all,
+        y_all,
+        X_test,
+        y_test,
+        leaky.score(X_test.numpy(), y_test.numpy()),
+    )
     clf = LogisticRegression(max_iter=1000).fit(X_fit.numpy(), y_fit.numpy())
-    fails_with("text_probe", "report the accuracy of this classifier", clf, X_fit, y_fit, X_test, y_test,
-               clf.score(X_fit.numpy(), y_fit.numpy()) + 0.01)
+    fails_with(
+        "text_probe",
+        "report the accuracy of this classifier",
+        clf,
+        X_fit,
+        y_fit,
+        X_test,
+        y_test,
+        clf.score(X_fit.numpy(), y_fit.numpy()) + 0.01,
+    )
     shuffled = LogisticRegression(max_iter=1000).fit(X_fit.numpy(), y_fit[torch.randperm(300)].numpy())
-    fails_with("text_probe", "is low", shuffled, X_fit, y_fit, X_test, y_test,
-               shuffled.score(X_test.numpy(), y_test.numpy()))
+    fails_with(
+        "text_probe", "is low", shuffled, X_fit, y_fit, X_test, y_test, shuffled.score(X_test.numpy(), y_test.numpy())
+    )
 
 
 # ----------------------------------------------------------------------------- fine-tuning learning rate
+
 
 class Tiny(nn.Module):
     def __init__(self):
@@ -174,11 +197,19 @@ def test_fine_tune_lr_check():
     model = Tiny()
     for lr in (2e-5, 5e-5, 1e-4):
         passes("text_fine_tune_lr", torch.optim.AdamW(model.parameters(), lr=lr), model)
-    fails_with("text_fine_tune_lr", "far too high for a BERT-family model",
-               torch.optim.AdamW(model.parameters(), lr=1e-3), model)
+    fails_with(
+        "text_fine_tune_lr",
+        "far too high for a BERT-family model",
+        torch.optim.AdamW(model.parameters(), lr=1e-3),
+        model,
+    )
     fails_with("text_fine_tune_lr", "Only the head trains", torch.optim.AdamW(model.head.parameters(), lr=5e-5), model)
-    fails_with("text_fine_tune_lr", "new head is not in the optimizer",
-               torch.optim.AdamW(model.encoder.parameters(), lr=5e-5), model)
+    fails_with(
+        "text_fine_tune_lr",
+        "new head is not in the optimizer",
+        torch.optim.AdamW(model.encoder.parameters(), lr=5e-5),
+        model,
+    )
     fails_with("text_fine_tune_lr", "so low", torch.optim.AdamW(model.parameters(), lr=1e-8), model)
     model.encoder.weight.requires_grad_(False)
     fails_with("text_fine_tune_lr", "frozen", torch.optim.AdamW(model.parameters(), lr=5e-5), model)

@@ -1,7 +1,10 @@
-"""Command line: ``python -m tl_helpers doctor | data prepare``.
+"""Command line: ``python -m tl_helpers doctor | data prepare | grade | exercises build|check``.
 
 Every failure on bad input ends with one line on stderr naming the file or
 argument and the fix, and exit status 2 (1 for "not ready" in ``doctor``).
+Parsing the arguments (and ``--help``) imports neither torch nor the course
+modules; each command imports what it needs when it runs. ``grade-worker`` is
+internal: ``grade`` starts it to run one submission.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ import argparse
 import platform
 import sys
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+
+__all__ = ["build_parser", "main"]
 
 
 def _ok(flag: bool) -> str:
@@ -25,8 +30,10 @@ def doctor(args: argparse.Namespace) -> int:
 
     from tl_helpers import data, device, models, paths
 
-    print(f"python       {platform.python_version()}  torch {torch.__version__}  torchvision "
-          f"{torchvision.__version__}  timm {timm.__version__}")
+    print(
+        f"python       {platform.python_version()}  torch {torch.__version__}  torchvision "
+        f"{torchvision.__version__}  timm {timm.__version__}"
+    )
     dev = device.get_device(args.device)
     precision = device.choose_precision(dev)
     print(f"device       {device.describe(dev)}; autocast {precision.dtype}; grad scaler {precision.use_scaler}")
@@ -46,13 +53,15 @@ def doctor(args: argparse.Namespace) -> int:
         ready = False
 
     root = data.eurosat_root(args.data_dir)
-    if data._has_class_folders(root):
+    if data.has_class_folders(root):
         try:
             report = data.scan_folder(root)
             n = len(report.samples)
             good = n == data.EUROSAT_NUM_IMAGES
-            print(f"{_ok(good)}data      {root}: {n} images in 10 classes"
-                  + ("" if good else f" (expected {data.EUROSAT_NUM_IMAGES}; re-extract the archive)"))
+            print(
+                f"{_ok(good)}data      {root}: {n} images in 10 classes"
+                + ("" if good else f" (expected {data.EUROSAT_NUM_IMAGES}; re-extract the archive)")
+            )
             ready &= good
         except data.DataError as exc:
             print(f"!! data      {exc}")
@@ -62,14 +71,18 @@ def doctor(args: argparse.Namespace) -> int:
         if archives:
             try:
                 data.verify_archive(archives[0])
-                print(f"OK data      archive {archives[0]} verified; it is extracted on first use "
-                      "(or now: python -m tl_helpers data prepare)")
+                print(
+                    f"OK data      archive {archives[0]} verified; it is extracted on first use "
+                    "(or now: python -m tl_helpers data prepare)"
+                )
             except data.DataError as exc:
                 print(f"!! data      {exc}")
                 ready = False
         else:
-            print(f"!! data      EuroSAT not found. Put EuroSAT_RGB.zip in {paths.data_dir(args.data_dir)} or set "
-                  f"{paths.ARCHIVE_ENV}; downloads are {'on' if paths.downloads_allowed() else 'off'}.")
+            print(
+                f"!! data      EuroSAT not found. Put EuroSAT_RGB.zip in {paths.data_dir(args.data_dir)} or set "
+                f"{paths.ARCHIVE_ENV}; downloads are {'on' if paths.downloads_allowed() else 'off'}."
+            )
             ready = False
     print(f"cache        {paths.cache_dir(args.data_dir)}")
     print("READY" if ready else "NOT READY: fix the lines marked !!")
@@ -107,11 +120,14 @@ def data_prepare(args: argparse.Namespace) -> int:
     from tl_helpers.paths import cache_dir
 
     for name in ("train", "val", "test"):
-        tensors = data.decode_samples(root, split[name], cache=cache_dir(args.data_dir), name=name,
-                                      progress=not args.quiet)
+        tensors = data.decode_samples(
+            root, split[name], cache=cache_dir(args.data_dir), name=name, progress=not args.quiet
+        )
         print(f"{name:5s} {len(tensors):5d} images, {tensors.images.shape[-1]}px, cached")
-    print(f"EuroSAT ready at {root} ({len(report.samples)} images; split {split.digest()[:12]}) "
-          f"in {time.perf_counter() - t0:.1f}s")
+    print(
+        f"EuroSAT ready at {root} ({len(report.samples)} images; split {split.digest()[:12]}) "
+        f"in {time.perf_counter() - t0:.1f}s"
+    )
     return 0
 
 
@@ -121,8 +137,14 @@ def grade_command(args: argparse.Namespace) -> int:
 
     from tl_helpers import grading
 
-    results = grading.grade(args.paths, out=args.out, cell_timeout=args.cell_timeout,
-                            total_timeout=args.total_timeout, progress=not args.json, jobs=args.jobs)
+    results = grading.grade(
+        args.paths,
+        out=args.out,
+        cell_timeout=args.cell_timeout,
+        total_timeout=args.total_timeout,
+        progress=not args.json,
+        jobs=args.jobs,
+    )
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=2, ensure_ascii=False))
     else:
@@ -148,7 +170,15 @@ def exercises_command(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def grade_worker_command(args: argparse.Namespace) -> int:
+    """Internal (started by ``grade``): run one submission as described by a job file."""
+    from tl_helpers import runner
+
+    return runner.worker_main(args.job)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m tl_helpers`` (imports nothing heavy)."""
     from pathlib import Path
 
     parser = argparse.ArgumentParser(prog="python -m tl_helpers", description="Transfer-learning course helpers.")
@@ -168,15 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--quiet", action="store_true", help="no progress bars")
     prep.set_defaults(func=data_prepare)
 
-    from tl_helpers.grading import CELL_TIMEOUT, TOTAL_TIMEOUT
+    from tl_helpers.runner import CELL_TIMEOUT, TOTAL_TIMEOUT
 
     g = sub.add_parser("grade", help="grade exercise notebooks (files or folders) in fresh kernels")
     g.add_argument("paths", nargs="+", help="submitted notebooks or folders of them")
     g.add_argument("--out", type=Path, default=None, help="gradebook CSV (feedback goes to <name>_feedback/)")
     g.add_argument("--json", action="store_true", help="print one JSON object per submission")
     g.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT, help=f"seconds per cell (default {CELL_TIMEOUT})")
-    g.add_argument("--total-timeout", type=int, default=TOTAL_TIMEOUT,
-                   help=f"seconds per submission (default {TOTAL_TIMEOUT})")
+    g.add_argument(
+        "--total-timeout", type=int, default=TOTAL_TIMEOUT, help=f"seconds per submission (default {TOTAL_TIMEOUT})"
+    )
     g.add_argument("--jobs", type=int, default=1, help="submissions graded at the same time (default 1)")
     g.set_defaults(func=grade_command)
 
@@ -184,11 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
     esub = e.add_subparsers(dest="exercises_command", required=True)
     esub.add_parser("build", help="regenerate exercises/ from solutions/").set_defaults(func=exercises_command)
     esub.add_parser("check", help="exit 1 when exercises/ differs from what solutions/ generates").set_defaults(
-        func=exercises_command)
+        func=exercises_command
+    )
+
+    w = sub.add_parser("grade-worker", help="internal: run one submission for `grade` (from a job file)")
+    w.add_argument("job", type=Path, help="the job file `grade` wrote (deleted once read)")
+    w.set_defaults(func=grade_worker_command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func

@@ -20,7 +20,7 @@ import argparse
 import json
 import os
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
@@ -28,8 +28,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from tl_helpers import data, models, train
-from tl_helpers.device import get_device
-from tl_helpers.features import _model_fingerprint
+from tl_helpers.device import get_device, pin_memory_for
+
+__all__ = ["main"]
 
 
 def _setup() -> tuple[int, int, torch.device]:
@@ -69,10 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             dist.barrier()
         if rank != 0:
             splits = data.load_eurosat(("train", "val"), seed=0, progress=False)
-        train_data = splits["train"].per_class(args.train_per_class, seed=args.seed) \
-            if args.train_per_class < 500 else splits["train"]
-        val_data = splits["val"].per_class(args.val_per_class, seed=args.seed) \
-            if args.val_per_class < 100 else splits["val"]
+        train_data = (
+            splits["train"].per_class(args.train_per_class, seed=args.seed)
+            if args.train_per_class < 500
+            else splits["train"]
+        )
+        val_data = (
+            splits["val"].per_class(args.val_per_class, seed=args.seed) if args.val_per_class < 100 else splits["val"]
+        )
 
         torch.manual_seed(args.seed)  # identical initial head on every rank (DDP also broadcasts)
         model = models.load_backbone("efficientnet_lite0", num_classes=10)
@@ -80,34 +85,60 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.batch_size % world:
             raise ValueError(f"--batch-size {args.batch_size} must be divisible by the number of processes {world}")
         per_rank = args.batch_size // world
-        base = data.make_loader(train_data, batch_size=per_rank, mean=pre.mean, std=pre.std,
-                                image_size=args.image_size, train=True, seed=args.seed, device=device)
+        base = data.make_loader(
+            train_data,
+            batch_size=per_rank,
+            mean=pre.mean,
+            std=pre.std,
+            image_size=args.image_size,
+            train=True,
+            seed=args.seed,
+            device=device,
+        )
         if world > 1:
-            sampler = DistributedSampler(base.dataset, num_replicas=world, rank=rank, shuffle=True,
-                                         seed=args.seed, drop_last=True)
-            train_loader = DataLoader(base.dataset, batch_size=per_rank, sampler=sampler, drop_last=True,
-                                      collate_fn=base.collate_fn, pin_memory=device.type == "cuda")
+            sampler = DistributedSampler(
+                base.dataset, num_replicas=world, rank=rank, shuffle=True, seed=args.seed, drop_last=True
+            )
+            train_loader = DataLoader(
+                base.dataset,
+                batch_size=per_rank,
+                sampler=sampler,
+                drop_last=True,
+                collate_fn=base.collate_fn,
+                pin_memory=pin_memory_for(device),
+            )
         else:
             train_loader = base
-        val_loader = data.make_loader(val_data, batch_size=256, mean=pre.mean, std=pre.std,
-                                      image_size=args.image_size, device=device)
+        val_loader = data.make_loader(
+            val_data, batch_size=256, mean=pre.mean, std=pre.std, image_size=args.image_size, device=device
+        )
         model.to(device)
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-            if world > 1 else model
+        net = (
+            DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+            if world > 1
+            else model
+        )
         opt = torch.optim.AdamW(net.parameters(), lr=args.lr)
         t0 = time.perf_counter()
-        history = train.fit(net, train_loader, val_loader, opt, epochs=args.epochs, device=device, seed=args.seed,
-                            progress=rank == 0)
+        history = train.fit(
+            net, train_loader, val_loader, opt, epochs=args.epochs, device=device, seed=args.seed, progress=rank == 0
+        )
         seconds = time.perf_counter() - t0
-        fingerprint = _model_fingerprint(model)
+        fingerprint = models.model_fingerprint(model)
         prints = [None] * world
         if world > 1:
             dist.all_gather_object(prints, fingerprint)
         else:
             prints = [fingerprint]
-        result = {"world_size": world, "device": str(device), "val_acc": history.val_acc,
-                  "train_loss": history.train_loss, "seconds": seconds, "fingerprints": prints,
-                  "ranks_agree": len(set(prints)) == 1}
+        result = {
+            "world_size": world,
+            "device": str(device),
+            "val_acc": history.val_acc,
+            "train_loss": history.train_loss,
+            "seconds": seconds,
+            "fingerprints": prints,
+            "ranks_agree": len(set(prints)) == 1,
+        }
         if rank == 0:
             print(json.dumps(result))
             if args.out:

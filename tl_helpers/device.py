@@ -9,11 +9,24 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
+
+__all__ = [
+    "DEVICE_ENV",
+    "Precision",
+    "bf16_supported",
+    "choose_precision",
+    "describe",
+    "get_device",
+    "num_threads",
+    "pin_memory_for",
+    "seed_everything",
+    "to_device",
+]
 
 DEVICE_ENV = "TL_DEVICE"
 

@@ -20,6 +20,19 @@ import nbformat
 
 from tl_helpers.paths import REPO_ROOT
 
+__all__ = [
+    "BEGIN",
+    "DEFAULT_HINT",
+    "END",
+    "SolutionMarkupError",
+    "build",
+    "differences",
+    "expected_exercises",
+    "make_exercise",
+    "render",
+    "strip_solution",
+]
+
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
 DEFAULT_HINT = "Write your solution here, then run the check cell below."

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -14,9 +13,22 @@ from torch.utils.data import DataLoader
 
 from tl_helpers.data import ImageTensors, make_loader
 from tl_helpers.device import to_device
-from tl_helpers.files import atomic_torch_save, sha256_text
+from tl_helpers.files import load_or_build, sha256_text, tensor_digest
 from tl_helpers.models import get_preprocessing
 from tl_helpers.paths import cache_dir
+
+__all__ = [
+    "FEATURE_CACHE_FORMAT",
+    "cached_features",
+    "extract_features",
+    "feature_cache_key",
+    "fit_logistic_regression",
+    "head_accuracy",
+    "layer_outputs",
+    "nearest_class_mean",
+    "pooled_features",
+    "train_linear_head",
+]
 
 
 def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -35,8 +47,9 @@ def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, loader: DataLoader, device: torch.device | str, *,
-                     progress: bool = True, desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
+def extract_features(
+    model: nn.Module, loader: DataLoader, device: torch.device | str, *, progress: bool = True, desc: str = "features"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the frozen backbone once over ``loader`` (eval mode) and return ``(X, y)`` on the CPU."""
     from tqdm.auto import tqdm
 
@@ -53,55 +66,104 @@ def extract_features(model: nn.Module, loader: DataLoader, device: torch.device 
     return torch.cat(xs), torch.cat(ys)
 
 
-def _model_fingerprint(model: nn.Module) -> str:
-    """A hash of the weights (cheap: sums and a few values of every tensor)."""
-    parts = []
-    for name, t in model.state_dict().items():
-        t = t.detach().float().cpu().flatten()
-        parts.append(f"{name}:{tuple(t.shape)}:{float(t.sum()):.6e}:{float(t.abs().sum()):.6e}:"
-                     f"{float(t[:: max(1, len(t) // 7)].sum()) if len(t) else 0:.6e}")
-    return sha256_text(*parts)
+FEATURE_CACHE_FORMAT = 2  # 2: keyed by the images' content, {key, value} entries (files.load_or_build)
 
 
-def cached_features(model: nn.Module, data: ImageTensors, *, image_size: int = 64, batch_size: int = 128,
-                    device: torch.device | str = "cpu", name: str = "split", cache: str | os.PathLike | None = None,
-                    progress: bool = True, mean: Sequence[float] | None = None,
-                    std: Sequence[float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def feature_cache_key(
+    model: nn.Module,
+    data: ImageTensors,
+    *,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    interpolation: str,
+) -> str:
+    """What cached features depend on: the exact weights, the preprocessing, the pixels and the labels.
+
+    The images and labels are hashed by content (:func:`tl_helpers.files.tensor_digest`), so
+    two splits with the same file names and different pixels (a transformed copy, a
+    colour-shifted or augmented set) never share features.
+    """
+    state = model.state_dict()
+    return sha256_text(
+        FEATURE_CACHE_FORMAT,
+        *state,
+        tensor_digest(*state.values()),
+        image_size,
+        tuple(mean),
+        tuple(std),
+        interpolation,
+        tensor_digest(data.images, data.labels),
+    )
+
+
+def cached_features(
+    model: nn.Module,
+    data: ImageTensors,
+    *,
+    image_size: int = 64,
+    batch_size: int = 128,
+    device: torch.device | str = "cpu",
+    name: str = "split",
+    cache: str | os.PathLike | None = None,
+    progress: bool = True,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled features of ``data``, computed once and cached on disk.
 
-    The cache key covers the model's weights, the input size, the preprocessing
-    and the images' file list, so a different model, size or split never reuses
-    a stale file; a corrupt cache file is rebuilt.
+    The cache key (:func:`feature_cache_key`) covers the model's weights, the input
+    size, the preprocessing and the content of the images and labels, so a different
+    model, size, split or a changed copy of the same images never reuses a stale
+    file; a corrupt cache file is rebuilt (:func:`tl_helpers.files.load_or_build`).
     """
     pre = get_preprocessing(model) if mean is None or std is None else None
     mean = tuple(mean) if mean is not None else pre.mean
     std = tuple(std) if std is not None else pre.std
     interpolation = pre.interpolation if pre is not None else "bicubic"
-    key = sha256_text(_model_fingerprint(model), image_size, mean, std, interpolation, *data.files,
-                      data.labels.tolist())
+    key = feature_cache_key(model, data, image_size=image_size, mean=mean, std=std, interpolation=interpolation)
     folder = Path(cache) if cache is not None else cache_dir()
     path = folder / f"features-{name}-{image_size}px-{key[:16]}.pt"
-    if path.is_file():
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            if blob.get("key") == key and len(blob["X"]) == len(data):
-                return blob["X"], blob["y"]
-            warnings.warn(f"Feature cache {path} does not match; rebuilding.", stacklevel=2)
-        except Exception as exc:
-            warnings.warn(f"Feature cache {path} is unreadable ({type(exc).__name__}); rebuilding.", stacklevel=2)
-    loader = make_loader(data, batch_size=batch_size, mean=mean, std=std, image_size=image_size,
-                         interpolation=interpolation, device=device)
-    X, y = extract_features(model, loader, device, progress=progress, desc=f"features {name}")
-    try:
-        atomic_torch_save({"key": key, "X": X, "y": y}, path)
-    except OSError as exc:
-        warnings.warn(f"{exc} Continuing without a feature cache.", stacklevel=2)
-    return X, y
+
+    def build() -> dict[str, torch.Tensor]:
+        loader = make_loader(
+            data,
+            batch_size=batch_size,
+            mean=mean,
+            std=std,
+            image_size=image_size,
+            interpolation=interpolation,
+            device=device,
+        )
+        X, y = extract_features(model, loader, device, progress=progress, desc=f"features {name}")
+        return {"X": X, "y": y}
+
+    blob = load_or_build(path, key, build, what="feature cache")
+    return blob["X"], blob["y"]
 
 
-def fit_logistic_regression(X_train: torch.Tensor | np.ndarray, y_train: torch.Tensor | np.ndarray, *,
-                            C: float = 1.0, max_iter: int = 1000, seed: int = 0):
+def fit_logistic_regression(
+    X_train: torch.Tensor | np.ndarray,
+    y_train: torch.Tensor | np.ndarray,
+    *,
+    C: float = 1.0,
+    max_iter: int = 1000,
+    seed: int = 0,
+    blas_threads: int | None = 1,
+):
     """A scikit-learn pipeline (standardise, then multinomial logistic regression).
+
+    The L-BFGS solver makes many tiny matrix products; on a small, busy CPU extra
+    BLAS threads only wait for each other, so the fit runs with ``blas_threads``
+    BLAS threads (``threadpoolctl``, installed with scikit-learn).
+
+    Args:
+        X_train: Features, ``N x D``.
+        y_train: Labels, ``N``.
+        C: Inverse regularisation strength (small ``C``: simpler model).
+        max_iter: Solver iterations.
+        seed: The solver's ``random_state``.
+        blas_threads: BLAS threads during the fit (``None``: leave the setting as it is).
 
     Returns:
         The fitted pipeline; use ``.score(X, y)`` for accuracy.
@@ -109,14 +171,26 @@ def fit_logistic_regression(X_train: torch.Tensor | np.ndarray, y_train: torch.T
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
-    return clf.fit(np.asarray(X_train), np.asarray(y_train))
+    with threadpool_limits(limits=blas_threads, user_api="blas"):
+        return clf.fit(np.asarray(X_train), np.asarray(y_train))
 
 
-def train_linear_head(X_train: torch.Tensor, y_train: torch.Tensor, num_classes: int, *, epochs: int = 30,
-                      lr: float = 1e-2, weight_decay: float = 1e-4, batch_size: int = 256, seed: int = 0,
-                      hidden: int | None = None, dropout: float = 0.0) -> nn.Module:
+def train_linear_head(
+    X_train: torch.Tensor,
+    y_train: torch.Tensor,
+    num_classes: int,
+    *,
+    epochs: int = 30,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-4,
+    batch_size: int = 256,
+    seed: int = 0,
+    hidden: int | None = None,
+    dropout: float = 0.0,
+) -> nn.Module:
     """Train a small torch head (linear, or one hidden layer) on cached features.
 
     Features are standardised inside the head (stored mean/std), so it can be
@@ -139,7 +213,7 @@ def train_linear_head(X_train: torch.Tensor, y_train: torch.Tensor, num_classes:
     for _ in range(epochs):
         order = torch.randperm(n, generator=g)
         for i in range(0, n, batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             loss = loss_fn(head(X_train[idx]), y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -184,8 +258,10 @@ def layer_outputs(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> d
     if missing:
         raise KeyError(f"No module named {missing}; see [n for n, _ in model.named_modules()]")
     out: dict[str, torch.Tensor] = {}
-    handles = [modules[name].register_forward_hook(lambda _m, _i, o, name=name: out.__setitem__(name, o.detach()))
-               for name in layers]
+    handles = [
+        modules[name].register_forward_hook(lambda _m, _i, o, name=name: out.__setitem__(name, o.detach()))
+        for name in layers
+    ]
     was_training = model.training
     model.eval()
     try:

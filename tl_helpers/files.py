@@ -1,4 +1,10 @@
-"""Small file utilities: hashing and atomic writes (write to a temp file, then rename)."""
+"""Small file utilities: hashing, atomic writes (temp file, then rename) and one on-disk cache helper.
+
+:func:`load_or_build` is the single cache policy of the course (the tensor cache, the
+feature cache, text embeddings): a cache entry is used only when its key matches, a
+stale or corrupt entry is rebuilt, and a cache that cannot be written is skipped
+with a warning.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,25 @@ import errno
 import hashlib
 import os
 import tempfile
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, TypeVar
 
+import numpy as np
 import torch
+
+__all__ = [
+    "CacheWriteError",
+    "atomic_path",
+    "atomic_torch_save",
+    "load_or_build",
+    "sha256_file",
+    "sha256_text",
+    "tensor_digest",
+]
+
+T = TypeVar("T")
 
 
 class CacheWriteError(OSError):
@@ -32,6 +53,45 @@ def sha256_text(*parts: object) -> str:
     for part in parts:
         digest.update(str(part).encode())
         digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def tensor_digest(*arrays: torch.Tensor | np.ndarray) -> str:
+    """A sha256 over the dtype, shape and raw bytes of each tensor or array.
+
+    Tensors are read through a contiguous CPU copy, so the digest depends on the
+    values only (not on the device or memory layout); a torch tensor and a NumPy
+    array holding the same values with the same dtype give the same digest.
+    Hashing the 5,000 EuroSAT training images (61 MB of uint8) takes a fraction of
+    a second.
+
+    Args:
+        *arrays: torch tensors or NumPy arrays (not object arrays).
+
+    Returns:
+        The hex digest.
+
+    Raises:
+        TypeError: an argument is neither a tensor nor a NumPy array, or holds Python objects.
+    """
+    digest = hashlib.sha256()
+    digest.update(f"tensor_digest:{len(arrays)}".encode())
+    for array in arrays:
+        if isinstance(array, torch.Tensor):
+            t = array.detach().cpu().contiguous()
+            dtype = str(t.dtype).removeprefix("torch.")
+            shape = tuple(t.shape)
+            raw = t.reshape(-1).view(torch.uint8).numpy() if t.numel() else np.empty(0, np.uint8)
+        elif isinstance(array, np.ndarray):
+            if array.dtype.hasobject:
+                raise TypeError("tensor_digest cannot hash an object array")
+            a = np.ascontiguousarray(array)
+            dtype, shape = str(a.dtype), a.shape
+            raw = a.reshape(-1).view(np.uint8)
+        else:
+            raise TypeError(f"tensor_digest takes torch tensors or NumPy arrays, got {type(array).__name__}")
+        digest.update(f"\0{dtype}:{shape}:{raw.nbytes}\0".encode())
+        digest.update(memoryview(raw))
     return digest.hexdigest()
 
 
@@ -79,33 +139,40 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def tensor_digest(*arrays: Any) -> str:
-    """A sha256 over the dtype, shape and raw bytes of each torch tensor or numpy array."""
-    import numpy as np
+def load_or_build(path: str | os.PathLike, key: str, build: Callable[[], T], *, what: str = "cache") -> T:
+    """The value cached at ``path`` under ``key``, else ``build()`` (then cached).
 
-    digest = hashlib.sha256()
-    for a in arrays:
-        t = a.detach().cpu().contiguous() if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
-        digest.update(f"{t.dtype}:{tuple(t.shape)}".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
+    ``path`` holds ``{"key": key, "value": value}`` written by ``torch.save``; the value
+    must load with ``weights_only=True`` (tensors, numbers, strings, lists, tuples, dicts).
 
+    - same key: the cached value is returned and ``build`` is not called;
+    - missing file, or a file with another key (stale): ``build()`` is called;
+    - unreadable file (corrupt, truncated, not a torch file): a warning, then ``build()``;
+    - after building, the value is saved atomically; when that fails
+      (:class:`CacheWriteError`: read-only folder, full disk) a warning names the
+      fix and the value is returned all the same.
 
-def load_or_build(path: str | os.PathLike, key: str, build: Any, *, what: str = "cache") -> Any:
-    """The value cached at ``path`` under ``key``; else ``build()``, saved atomically."""
-    import warnings
+    Args:
+        path: The cache file.
+        key: What the value depends on (e.g. a :func:`sha256_text` over the inputs and settings).
+        build: Computes the value on a miss.
+        what: Names the cache in warnings ("tensor cache", "feature cache", ...).
 
-    target = Path(path)
-    if target.is_file():
+    Returns:
+        The cached or freshly built value.
+    """
+    path = Path(path)
+    if path.is_file():
         try:
-            blob = torch.load(target, map_location="cpu", weights_only=True)
-            if isinstance(blob, dict) and blob.get("key") == key:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # corrupt, truncated or foreign file
+            warnings.warn(f"The {what} {path} is unreadable ({type(exc).__name__}); rebuilding it.", stacklevel=2)
+        else:
+            if isinstance(blob, dict) and blob.get("key") == key and "value" in blob:
                 return blob["value"]
-        except Exception as exc:  # noqa: BLE001 - a corrupt file is rebuilt
-            warnings.warn(f"The {what} {target} is unreadable ({type(exc).__name__}); rebuilding it.", stacklevel=2)
     value = build()
     try:
-        atomic_torch_save({"key": key, "value": value}, target)
-    except OSError as exc:
+        atomic_torch_save({"key": key, "value": value}, path)
+    except CacheWriteError as exc:
         warnings.warn(f"{exc} Continuing without the {what}.", stacklevel=2)
     return value

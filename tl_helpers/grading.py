@@ -2,8 +2,10 @@
 
 Each submission runs in its own fresh kernel, in a temporary folder holding a copy
 of the notebook (so a submission that deletes files harms nothing), with a
-per-cell and a total timeout and a cap on the output kept per cell. Errors in
-cells are allowed (a learner's unfinished exercise costs that exercise only).
+per-cell and a total timeout and a cap on the output kept per cell
+(:mod:`tl_helpers.runner`). Errors in cells are allowed (a learner's unfinished
+exercise costs that exercise only). This module decides what to run and turns
+what happened into points, verdicts, a gradebook and feedback files.
 
 Nothing the submission prints or reports is trusted: after its last cell the
 grader appends its own cell, which purges ``tl_helpers`` from ``sys.modules``,
@@ -22,26 +24,35 @@ For high-stakes grading, read the flagged notebooks.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import secrets
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from tl_helpers.checks import ASSIGNMENTS, CHECKS
+from tl_helpers.runner import CELL_TIMEOUT, OUTPUT_CAP, TOTAL_TIMEOUT, run_isolated
 
-CELL_TIMEOUT = 120
-TOTAL_TIMEOUT = 600
+__all__ = [
+    "CELL_TIMEOUT",
+    "CHECK_TIMEOUT",
+    "OUTPUT_CAP",
+    "TOTAL_TIMEOUT",
+    "CheckOutcome",
+    "Submission",
+    "assignment_of",
+    "find_submissions",
+    "grade",
+    "grade_notebook",
+    "grading_cell",
+    "summary_table",
+    "write_gradebook",
+]
+
 CHECK_TIMEOUT = 30
-OUTPUT_CAP = 200_000  # characters of output kept per cell
-_TRUNCATED = "[output truncated by the grader]\n"
 
 
 @dataclass
@@ -71,16 +82,26 @@ class Submission:
         return sum(c.max_points for c in self.checks)
 
     def to_json(self) -> dict[str, Any]:
-        return {"submission": self.submission, "assignment": self.assignment, "score": self.score,
-                "max_score": self.max_score, "verdict": self.verdict, "notes": self.notes,
-                "seconds": round(self.seconds, 1),
-                "checks": [{"id": c.id, "passed": c.passed, "points": c.points, "max_points": c.max_points,
-                            "feedback": c.feedback} for c in self.checks]}
+        return {
+            "submission": self.submission,
+            "assignment": self.assignment,
+            "score": self.score,
+            "max_score": self.max_score,
+            "verdict": self.verdict,
+            "notes": self.notes,
+            "seconds": round(self.seconds, 1),
+            "checks": [
+                {"id": c.id, "passed": c.passed, "points": c.points, "max_points": c.max_points, "feedback": c.feedback}
+                for c in self.checks
+            ],
+        }
 
 
 # ----------------------------------------------------------------------------- finding submissions
 
+
 def find_submissions(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """The notebooks under ``paths`` (files as given, folders searched recursively, checkpoints skipped)."""
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
@@ -109,11 +130,13 @@ def assignment_of(path: Path, notebook: Any = None) -> str | None:
 
 # ----------------------------------------------------------------------------- the grader's cell
 
+
 def grading_cell(assignment: str, marker: str, check_timeout: int = CHECK_TIMEOUT) -> str:
+    """Source of the cell appended to a submission: runs the assignment's checks, prints JSON after ``marker``."""
     spec = [(col, cid, list(names)) for col, cid, names in ASSIGNMENTS[assignment]]
     package_parent = str(Path(__file__).resolve().parents[1])
     trusted_path = [package_parent] + [p for p in sys.path if p and Path(p).resolve() != Path.cwd().resolve()]
-    return f'''
+    return f"""
 def _tl_grade():
     import sys as _sys
     _sys.path[:] = {trusted_path!r}  # never import a tl_helpers the submission wrote into its folder
@@ -150,89 +173,15 @@ def _tl_grade():
 
 _tl_grade()
 del _tl_grade
-'''
+"""
 
 
-# ----------------------------------------------------------------------------- running one notebook
-
-def _capped_client(nb: Any, cwd: str, cell_timeout: int):
-    from nbclient import NotebookClient
-
-    class CappedClient(NotebookClient):
-        """Keeps at most OUTPUT_CAP characters of output per cell."""
-
-        def output(self, outs, msg, display_id, cell_index):  # type: ignore[override]
-            if any(o.get("text") == _TRUNCATED for o in outs):
-                return None
-            used = sum(len(json.dumps(o.get("text", o.get("data", "")))) for o in outs)
-            content = msg.get("content", {})
-            incoming = len(json.dumps(content.get("text", content.get("data", ""))))
-            if used + incoming > OUTPUT_CAP:
-                if msg.get("msg_type") == "stream" and used < OUTPUT_CAP:
-                    content["text"] = str(content.get("text", ""))[: OUTPUT_CAP - used]
-                    super().output(outs, msg, display_id, cell_index)
-                if not outs or outs[-1].get("text") != _TRUNCATED:
-                    from nbformat.v4 import new_output
-
-                    outs.append(new_output("stream", name="stderr", text=_TRUNCATED))
-                return None
-            return super().output(outs, msg, display_id, cell_index)
-
-    return CappedClient(nb, timeout=cell_timeout, allow_errors=True, interrupt_on_timeout=True,
-                        kernel_name="python3", resources={"metadata": {"path": cwd}}, record_timing=False,
-                        iopub_timeout=10, shutdown_kernel="immediate")
+# ----------------------------------------------------------------------------- grading one notebook
 
 
-def run_notebook(path: str, assignment: str, marker: str, cell_timeout: int, result_file: str) -> None:
-    """Worker (its own process): execute the copy, append the grading cell, write a JSON summary."""
-    import nbformat
-
-    nb = nbformat.read(path, as_version=4)
-    cells = [c for c in nb.cells if c.cell_type == "code"]
-    for cell in cells:
-        cell.outputs = []
-    nb.cells = [c for c in nb.cells if c.cell_type == "code"]
-    nb.cells.append(nbformat.v4.new_code_cell(grading_cell(assignment, marker)))
-    summary: dict[str, Any] = {"events": [], "results": None}
-
-    def save() -> None:
-        Path(result_file).write_text(json.dumps(summary))
-
-    client = _capped_client(nb, os.path.dirname(path), cell_timeout)
-    try:
-        with client.setup_kernel():
-            provisioner = getattr(client.km, "provisioner", None)
-            summary["kernel_pid"] = getattr(provisioner, "pid", None)
-            summary["kernel_pgid"] = getattr(provisioner, "pgid", None)
-            save()
-            for index, cell in enumerate(nb.cells):
-                last = index == len(nb.cells) - 1
-                try:
-                    client.execute_cell(cell, index)
-                except Exception as exc:  # DeadKernelError, CellTimeoutError...
-                    summary["events"].append(f"cell {index + 1}: {type(exc).__name__}: {str(exc)[:200]}")
-                    save()
-                    if "Dead" in type(exc).__name__ or not client.kc or not client.km.is_alive():
-                        summary["events"].append(f"the kernel died in cell {index + 1}")
-                        break
-                for out in cell.get("outputs", []):
-                    if out.get("output_type") == "error" and not last:
-                        ename = out.get("ename")
-                        summary["events"].append(f"cell {index + 1} timed out and was interrupted"
-                                                 if ename == "KeyboardInterrupt" else f"cell {index + 1} raised {ename}")
-                if last:
-                    for out in cell.get("outputs", []):
-                        for line in str(out.get("text", "")).splitlines():
-                            if line.startswith(marker):
-                                summary["results"] = json.loads(line[len(marker):])
-                save()
-    except Exception as exc:
-        summary["events"].append(f"kernel error: {type(exc).__name__}: {str(exc)[:200]}")
-    save()
-
-
-def grade_notebook(path: Path, *, cell_timeout: int = CELL_TIMEOUT, total_timeout: int = TOTAL_TIMEOUT,
-                   name: str | None = None) -> Submission:
+def grade_notebook(
+    path: Path, *, cell_timeout: int = CELL_TIMEOUT, total_timeout: int = TOTAL_TIMEOUT, name: str | None = None
+) -> Submission:
     """Grade one submission in a fresh kernel process. Never raises for a bad submission."""
     import nbformat
 
@@ -251,48 +200,23 @@ def grade_notebook(path: Path, *, cell_timeout: int = CELL_TIMEOUT, total_timeou
         sub.notes.append("the file name does not name an exercise notebook (e.g. 03_freezing_exercises)")
         return sub
     marker = "TLGRADE" + secrets.token_hex(16) + ":"
-    with tempfile.TemporaryDirectory(prefix="tl-grade-") as tmp, \
-            tempfile.TemporaryDirectory(prefix="tl-result-") as private:
-        work = Path(tmp) / "work"  # the submission's copy; its neighbours hold nothing of the grader's
-        work.mkdir()
-        copy = work / path.name
-        shutil.copyfile(path, copy)
-        result_file = Path(private) / f"{secrets.token_hex(8)}.json"
-        cmd = [sys.executable, "-m", "tl_helpers.grading", "_run", str(copy), assignment, marker,
-               str(cell_timeout), str(result_file)]
-        env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
-        proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=True)
-        timed_out = False
-        try:
-            _, err = proc.communicate(timeout=total_timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc)
-            _, err = proc.communicate()
-        summary: dict[str, Any] = {"events": [], "results": None}
-        if result_file.is_file():
-            try:
-                summary = json.loads(result_file.read_text())
-            except ValueError:
-                pass
-        _kill_group(proc)
-        _kill_kernel(summary)  # a kernel left running (its own session) after a total timeout
-    sub.notes += summary.get("events", [])[:20]
-    if timed_out:
+    run = run_isolated(
+        path, grading_cell(assignment, marker), marker, cell_timeout=cell_timeout, total_timeout=total_timeout
+    )
+    sub.notes += run.events[:20]
+    if run.timed_out:
         sub.verdict = f"timed out after {total_timeout}s"
     elif any("died" in e for e in sub.notes):
         sub.verdict = "kernel died"
-    elif summary.get("results") is None:
+    elif run.results is None:
         sub.verdict = "grading cell did not report"
-        tail = (err or b"").decode(errors="replace").strip().splitlines()[-3:]
-        sub.notes += tail
+        sub.notes += run.stderr.strip().splitlines()[-3:]
     elif any("CellTimeoutError" in e or "timed out" in e for e in sub.notes):
         sub.verdict = "a cell timed out"
     elif any("raised" in e for e in sub.notes):
         sub.verdict = "errors in cells"
     results = {}
-    for item in summary.get("results") or []:
+    for item in run.results or []:
         if isinstance(item, list) and len(item) == 3 and isinstance(item[0], str):
             results.setdefault(item[0], (item[1] is True, str(item[2])))
     why = "; ".join(sub.notes[-3:]) or sub.verdict
@@ -315,29 +239,18 @@ def _fill_missing(sub: Submission, why: str) -> None:
             sub.checks.append(CheckOutcome(col, False, 0, CHECKS[cid].points, why))
 
 
-def _kill_kernel(summary: dict[str, Any]) -> None:
-    pgid, pid = summary.get("kernel_pgid"), summary.get("kernel_pid")
-    try:
-        if isinstance(pgid, int) and pgid > 1 and pgid != os.getpgid(0):
-            os.killpg(pgid, signal.SIGKILL)
-        elif isinstance(pid, int) and pid > 1:
-            os.kill(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError, OSError):
-        pass
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 # ----------------------------------------------------------------------------- many notebooks
 
-def grade(paths: Sequence[str | os.PathLike], *, out: str | os.PathLike | None = None,
-          cell_timeout: int = CELL_TIMEOUT, total_timeout: int = TOTAL_TIMEOUT,
-          progress: bool = True, jobs: int = 1) -> list[Submission]:
+
+def grade(
+    paths: Sequence[str | os.PathLike],
+    *,
+    out: str | os.PathLike | None = None,
+    cell_timeout: int = CELL_TIMEOUT,
+    total_timeout: int = TOTAL_TIMEOUT,
+    progress: bool = True,
+    jobs: int = 1,
+) -> list[Submission]:
     """Grade every notebook under ``paths`` (``jobs`` kernels at a time) and optionally write the gradebook."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -382,8 +295,16 @@ def write_gradebook(results: list[Submission], out: Path) -> Path:
         writer.writerow(["submission", "assignment", "verdict", *columns, "score", "max_score"])
         for sub in results:
             by_key = {f"{sub.assignment}:{c.id}": c.points for c in sub.checks}
-            writer.writerow([sub.submission, sub.assignment or "", sub.verdict,
-                             *[by_key.get(k, "") for k in columns], sub.score, sub.max_score])
+            writer.writerow(
+                [
+                    sub.submission,
+                    sub.assignment or "",
+                    sub.verdict,
+                    *[by_key.get(k, "") for k in columns],
+                    sub.score,
+                    sub.max_score,
+                ]
+            )
     folder = out.parent / (out.stem + "_feedback")
     folder.mkdir(exist_ok=True)
     for sub in results:
@@ -398,23 +319,13 @@ def write_gradebook(results: list[Submission], out: Path) -> Path:
 
 
 def summary_table(results: list[Submission]) -> str:
+    """A plain-text table: one line per submission (score, verdict), then the class mean."""
     lines = [f"{'submission':50s} {'score':>7s}  verdict"]
     for sub in results:
         lines.append(f"{sub.submission[-50:]:50s} {sub.score:3d}/{sub.max_score:<3d}  {sub.verdict}")
     if results:
-        mean = sum(s.score / s.max_score for s in results if s.max_score) / max(1, sum(1 for s in results if s.max_score))
+        mean = sum(s.score / s.max_score for s in results if s.max_score) / max(
+            1, sum(1 for s in results if s.max_score)
+        )
         lines.append(f"{len(results)} submission(s); mean {mean:.0%} of the points")
     return "\n".join(lines)
-
-
-def _worker_main(argv: list[str]) -> int:
-    path, assignment, marker, cell_timeout, result_file = argv
-    run_notebook(path, assignment, marker, int(cell_timeout), result_file)
-    return 0
-
-
-if __name__ == "__main__":
-    if len(sys.argv) >= 2 and sys.argv[1] == "_run":
-        sys.exit(_worker_main(sys.argv[2:]))
-    print("usage: python -m tl_helpers grade PATH...", file=sys.stderr)
-    sys.exit(2)

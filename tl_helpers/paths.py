@@ -18,6 +18,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+__all__ = [
+    "ALLOW_DOWNLOAD_ENV",
+    "ARCHIVE_ENV",
+    "CACHE_DIR_ENV",
+    "DATA_DIR_ENV",
+    "REPO_ROOT",
+    "cache_dir",
+    "data_dir",
+    "downloads_allowed",
+]
+
 DATA_DIR_ENV = "TL_DATA_DIR"
 CACHE_DIR_ENV = "TL_CACHE_DIR"
 ARCHIVE_ENV = "TL_EUROSAT_ARCHIVE"

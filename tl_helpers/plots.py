@@ -1,26 +1,59 @@
 """Figures for the course: training curves, confusion matrices, image grids, filters, feature maps.
 
 Every function returns the matplotlib ``Figure`` so notebooks (and tests) can inspect it.
+Importing this module does not import ``matplotlib.pyplot`` (so it never picks a
+backend); the first figure does.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from tl_helpers.train import History
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "RunHistory",
+    "confusion_matrix",
+    "plot_confusion_matrix",
+    "plot_embedding_2d",
+    "plot_feature_maps",
+    "plot_filters",
+    "plot_history",
+    "show_images",
+]
 
 
-def plot_history(histories: History | Mapping[str, History], title: str = "Training curves") -> plt.Figure:
+class RunHistory(Protocol):
+    """What :func:`plot_history` reads from a run (``tl_helpers.train.History`` has it)."""
+
+    train_loss: list[float]
+    train_acc: list[float]
+    val_loss: list[float]
+    val_acc: list[float]
+
+    @property
+    def epochs(self) -> int: ...
+
+
+def _pyplot() -> Any:
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_history(histories: RunHistory | Mapping[str, RunHistory], title: str = "Training curves") -> Figure:
     """Loss and accuracy per epoch for one run or several named runs."""
-    runs = {"run": histories} if isinstance(histories, History) else dict(histories)
+    plt = _pyplot()
+    runs = dict(histories) if isinstance(histories, Mapping) else {"run": histories}
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.5))
     for label, h in runs.items():
         epochs = np.arange(1, h.epochs + 1)
-        line, = ax_loss.plot(epochs, h.train_loss, "--", label=f"{label} train")
+        (line,) = ax_loss.plot(epochs, h.train_loss, "--", label=f"{label} train")
         if h.val_loss:
             ax_loss.plot(epochs, h.val_loss, "-", color=line.get_color(), label=f"{label} val")
         ax_acc.plot(epochs, h.train_acc, "--", color=line.get_color(), label=f"{label} train")
@@ -36,17 +69,20 @@ def plot_history(histories: History | Mapping[str, History], title: str = "Train
     return fig
 
 
-def confusion_matrix(y_true: Sequence[int] | torch.Tensor, y_pred: Sequence[int] | torch.Tensor,
-                     num_classes: int) -> np.ndarray:
+def confusion_matrix(
+    y_true: Sequence[int] | torch.Tensor, y_pred: Sequence[int] | torch.Tensor, num_classes: int
+) -> np.ndarray:
     """Counts ``cm[true, pred]`` (scikit-learn's convention)."""
     from sklearn.metrics import confusion_matrix as sk_cm
 
     return sk_cm(np.asarray(y_true), np.asarray(y_pred), labels=list(range(num_classes)))
 
 
-def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], title: str = "Confusion matrix",
-                          normalize: bool = True) -> plt.Figure:
+def plot_confusion_matrix(
+    cm: np.ndarray, class_names: Sequence[str], title: str = "Confusion matrix", normalize: bool = True
+) -> Figure:
     """A labelled confusion matrix (rows: true class, columns: predicted class)."""
+    plt = _pyplot()
     values = cm / cm.sum(1, keepdims=True).clip(min=1) if normalize else cm
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
     im = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalize else None)
@@ -56,8 +92,15 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], title: str
     for i in range(len(class_names)):
         for j in range(len(class_names)):
             if cm[i, j]:
-                ax.text(j, i, f"{values[i, j]:.2f}" if normalize else str(cm[i, j]), ha="center", va="center",
-                        fontsize=7, color="white" if values[i, j] > 0.5 * values.max() else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{values[i, j]:.2f}" if normalize else str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if values[i, j] > 0.5 * values.max() else "black",
+                )
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class" if normalize else "count")
     fig.tight_layout()
     return fig
@@ -70,10 +113,17 @@ def _as_hwc(image: torch.Tensor) -> np.ndarray:
     return x.permute(1, 2, 0).numpy()
 
 
-def show_images(images: torch.Tensor, labels: Sequence[int] | torch.Tensor, class_names: Sequence[str], *,
-                preds: Sequence[int] | torch.Tensor | None = None, ncols: int = 8,
-                title: str = "Images") -> plt.Figure:
+def show_images(
+    images: torch.Tensor,
+    labels: Sequence[int] | torch.Tensor,
+    class_names: Sequence[str],
+    *,
+    preds: Sequence[int] | torch.Tensor | None = None,
+    ncols: int = 8,
+    title: str = "Images",
+) -> Figure:
     """A grid of images titled with the true (and predicted) class; wrong predictions in red."""
+    plt = _pyplot()
     n = len(images)
     nrows = max(1, int(np.ceil(n / ncols)))
     fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.9 * nrows), squeeze=False)
@@ -93,8 +143,9 @@ def show_images(images: torch.Tensor, labels: Sequence[int] | torch.Tensor, clas
     return fig
 
 
-def plot_filters(weight: torch.Tensor, title: str = "First-layer filters", ncols: int = 8) -> plt.Figure:
+def plot_filters(weight: torch.Tensor, title: str = "First-layer filters", ncols: int = 8) -> Figure:
     """Show RGB convolution filters (``out x 3 x k x k``) as small colour images."""
+    plt = _pyplot()
     w = weight.detach().cpu().float()
     n = w.shape[0]
     nrows = int(np.ceil(n / ncols))
@@ -111,9 +162,9 @@ def plot_filters(weight: torch.Tensor, title: str = "First-layer filters", ncols
     return fig
 
 
-def plot_feature_maps(maps: Mapping[str, torch.Tensor], num_channels: int = 8,
-                      title: str = "Feature maps") -> plt.Figure:
+def plot_feature_maps(maps: Mapping[str, torch.Tensor], num_channels: int = 8, title: str = "Feature maps") -> Figure:
     """For each named layer, the first ``num_channels`` channels of one image's activation."""
+    plt = _pyplot()
     fig, axes = plt.subplots(len(maps), num_channels, figsize=(1.4 * num_channels, 1.6 * len(maps)), squeeze=False)
     for row, (name, act) in enumerate(maps.items()):
         a = act[0] if act.dim() == 4 else act
@@ -129,9 +180,11 @@ def plot_feature_maps(maps: Mapping[str, torch.Tensor], num_channels: int = 8,
     return fig
 
 
-def plot_embedding_2d(points: Mapping[str, np.ndarray], labels: np.ndarray, class_names: Sequence[str],
-                      title: str = "2-D map of features") -> plt.Figure:
+def plot_embedding_2d(
+    points: Mapping[str, np.ndarray], labels: np.ndarray, class_names: Sequence[str], title: str = "2-D map of features"
+) -> Figure:
     """Scatter plots of 2-D embeddings (e.g. PCA of early vs late features), one panel per entry."""
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(points), figsize=(5.5 * len(points), 4.5), squeeze=False)
     cmap = plt.get_cmap("tab10")
     for ax, (name, pts) in zip(axes[0], points.items()):

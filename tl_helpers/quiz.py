@@ -79,8 +79,9 @@ def quiz(questions: Sequence[Question], *, title: str = "Self-check") -> Any:
     validate(questions)
     rows: list[Any] = [widgets.HTML(f"<h3>{title}</h3>")]
     for number, q in enumerate(questions, start=1):
-        picker = widgets.RadioButtons(options=[o.text for o in q.options], value=None,
-                                      layout=widgets.Layout(width="auto"))
+        picker = widgets.RadioButtons(
+            options=[o.text for o in q.options], value=None, layout=widgets.Layout(width="auto")
+        )
         feedback = widgets.HTML("<i>Pick an answer.</i>")
 
         def on_pick(change: dict, q: Question = q, feedback: Any = feedback) -> None:

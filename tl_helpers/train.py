@@ -1,7 +1,13 @@
 """Training and evaluation loops: ``fit``, ``evaluate``, ``predict``, checkpoints.
 
-Device, precision and memory format are chosen explicitly in a few lines
-(see :func:`tl_helpers.device.choose_precision`); nothing is read from globals.
+Device, precision and memory format are arguments (see
+:func:`tl_helpers.device.choose_precision`), never read from globals. ``fit`` does
+set two pieces of global state on purpose: torch's global RNG (reseeded every
+epoch, below) and, on CUDA, ``torch.backends.cudnn.benchmark``.
+
+``fit`` reads as its steps: prepare the model, check the optimizer, resume, then per
+epoch seed, train, record, validate and checkpoint. ``evaluate`` and ``predict``
+share one evaluation loop.
 
 Reproducibility: ``fit`` reseeds torch's RNG and the loader's shuffling
 generator at the start of every epoch from ``seed + epoch``. Each epoch is
@@ -14,9 +20,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -24,6 +30,17 @@ from torch.utils.data import DataLoader
 
 from tl_helpers.device import Precision, choose_precision, to_device
 from tl_helpers.files import atomic_torch_save
+
+__all__ = [
+    "EvalResult",
+    "History",
+    "evaluate",
+    "fit",
+    "load_checkpoint",
+    "predict",
+    "save_checkpoint",
+    "warmup_cosine",
+]
 
 
 @dataclass
@@ -57,65 +74,88 @@ class EvalResult:
     num_samples: int
 
 
-def _inputs(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    return to_device(x, device, channels_last=channels_last)
+def _eval_loop(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    amp: bool | str | torch.dtype,
+    channels_last: bool | None,
+    on_batch: Callable[[torch.Tensor, torch.Tensor], None],
+) -> None:
+    """The one evaluation loop: ``on_batch(logits, labels)`` for every batch, in eval mode, without gradients.
 
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str, *,
-             loss_fn: Callable | None = None, amp: bool | str = "auto", channels_last: bool | None = None) -> EvalResult:
-    """Average loss and accuracy of ``model`` on ``loader`` in eval mode (restores the mode after)."""
-    device = torch.device(device)
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    Inputs and labels go to ``device`` (channels_last as chosen), the forward pass runs
+    under the device's autocast; the model's train/eval mode is restored afterwards.
+    """
     precision = choose_precision(device, amp)
     channels_last = _default_channels_last(device) if channels_last is None else channels_last
     was_training = model.training
     model.eval()
-    total_loss, correct, n = 0.0, 0, 0
     try:
-        for x, y in loader:
-            x, y = _inputs(x, device, channels_last), y.to(device, non_blocking=device.type == "cuda")
-            with precision.autocast():
-                logits = model(x)
-            total_loss += float(loss_fn(logits.float(), y)) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            n += len(y)
+        with torch.no_grad():
+            for x, y in loader:
+                x = to_device(x, device, channels_last=channels_last)
+                y = y.to(device, non_blocking=device.type == "cuda")
+                with precision.autocast():
+                    logits = model(x)
+                on_batch(logits, y)
     finally:
         model.train(was_training)
+
+
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device | str,
+    *,
+    loss_fn: Callable | None = None,
+    amp: bool | str = "auto",
+    channels_last: bool | None = None,
+) -> EvalResult:
+    """Average loss and accuracy of ``model`` on ``loader`` in eval mode (restores the mode after)."""
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    total = {"loss": 0.0, "correct": 0, "n": 0}
+
+    def add(logits: torch.Tensor, y: torch.Tensor) -> None:
+        total["loss"] += float(loss_fn(logits.float(), y)) * len(y)
+        total["correct"] += int((logits.argmax(1) == y).sum())
+        total["n"] += len(y)
+
+    _eval_loop(model, loader, torch.device(device), amp, channels_last, add)
+    n = total["n"]
     if n == 0:
         raise ValueError("The evaluation loader yielded no samples.")
-    return EvalResult(total_loss / n, correct / n, n)
+    return EvalResult(total["loss"] / n, total["correct"] / n, n)
 
 
-@torch.no_grad()
-def predict(model: nn.Module, loader: DataLoader, device: torch.device | str, *, amp: bool | str = "auto",
-            channels_last: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def predict(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device | str,
+    *,
+    amp: bool | str = "auto",
+    channels_last: bool | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Predictions in eval mode.
 
     Returns:
         ``(predicted labels, true labels, softmax probabilities)`` on the CPU.
     """
-    device = torch.device(device)
-    precision = choose_precision(device, amp)
-    channels_last = _default_channels_last(device) if channels_last is None else channels_last
-    was_training = model.training
-    model.eval()
     preds, labels, probs = [], [], []
-    try:
-        for x, y in loader:
-            with precision.autocast():
-                logits = model(_inputs(x, device, channels_last))
-            p = logits.float().softmax(1).cpu()
-            probs.append(p)
-            preds.append(p.argmax(1))
-            labels.append(y)
-    finally:
-        model.train(was_training)
+
+    def add(logits: torch.Tensor, y: torch.Tensor) -> None:
+        p = logits.float().softmax(1).cpu()
+        probs.append(p)
+        preds.append(p.argmax(1))
+        labels.append(y.cpu())
+
+    _eval_loop(model, loader, torch.device(device), amp, channels_last, add)
     return torch.cat(preds), torch.cat(labels), torch.cat(probs)
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,
-                  warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0
+) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step schedule: linear warm-up to each group's LR, then cosine decay to zero.
 
     Notebook 05 builds it by hand; this is the same schedule for reuse. Step it after
@@ -146,8 +186,16 @@ def _default_channels_last(device: torch.device) -> bool:
     return device.type in ("cuda", "cpu")
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer, *, epoch: int,
-                    history: History, scheduler: object | None = None, scaler: object | None = None) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    epoch: int,
+    history: History,
+    scheduler: object | None = None,
+    scaler: object | None = None,
+) -> Path:
     """Write a checkpoint atomically (temp file, then rename)."""
     state = {
         "model": model.state_dict(),
@@ -160,8 +208,14 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     return atomic_torch_save(state, path)
 
 
-def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
-                    scheduler: object | None = None, scaler: object | None = None) -> tuple[int, History]:
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    scheduler: object | None = None,
+    scaler: object | None = None,
+) -> tuple[int, History]:
     """Restore a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
 
     Returns:
@@ -170,8 +224,9 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise RuntimeError(f"Checkpoint {path} is unreadable ({type(exc).__name__}: {exc}). "
-                           "Fix: delete it to start over.") from exc
+        raise RuntimeError(
+            f"Checkpoint {path} is unreadable ({type(exc).__name__}: {exc}). Fix: delete it to start over."
+        ) from exc
     model.load_state_dict(state["model"])
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -182,12 +237,27 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     return int(state["epoch"]), History(**state["history"])
 
 
-def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None, optimizer: torch.optim.Optimizer,
-        *, epochs: int, device: torch.device | str, scheduler: object | None = None, loss_fn: Callable | None = None,
-        amp: bool | str | torch.dtype = "auto", channels_last: bool | None = None, seed: int = 0,
-        checkpoint: str | os.PathLike | None = None, resume: bool = False, scheduler_per_step: bool = True,
-        progress: bool = True, max_steps_per_epoch: int | None = None, compile: bool = False,
-        cudnn_benchmark: bool = True) -> History:
+def fit(
+    model: nn.Module,
+    train_loader: DataLoader,
+    val_loader: DataLoader | None,
+    optimizer: torch.optim.Optimizer,
+    *,
+    epochs: int,
+    device: torch.device | str,
+    scheduler: object | None = None,
+    loss_fn: Callable | None = None,
+    amp: bool | str | torch.dtype = "auto",
+    channels_last: bool | None = None,
+    seed: int = 0,
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
+    scheduler_per_step: bool = True,
+    progress: bool = True,
+    max_steps_per_epoch: int | None = None,
+    compile: bool = False,
+    cudnn_benchmark: bool = True,
+) -> History:
     """Train ``model`` and return its :class:`History`.
 
     Args:
@@ -200,7 +270,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         scheduler: Optional LR scheduler, stepped per batch (``scheduler_per_step``) or per epoch.
         loss_fn: Defaults to cross-entropy.
         amp: Mixed precision: "auto" (bf16/fp16 on CUDA, fp32 on CPU), True, False or a dtype.
-        channels_last: Memory format (default: on CUDA only).
+        channels_last: Memory format (default: on CUDA and CPU, not on MPS).
         seed: Seeds each epoch (``seed + epoch``) for shuffling, augmentation and dropout.
         checkpoint: Save a checkpoint here after every epoch.
         resume: Continue from ``checkpoint`` if it exists.
@@ -211,75 +281,144 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         cudnn_benchmark: On CUDA, let cuDNN pick the fastest kernels for our fixed
             input shapes (turn off for bit-exact reproducibility).
     """
-    from tqdm.auto import tqdm
-
     device = torch.device(device)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
-    precision: Precision = choose_precision(device, amp)
+    precision = choose_precision(device, amp)
     scaler = precision.grad_scaler()
     channels_last = _default_channels_last(device) if channels_last is None else channels_last
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = cudnn_benchmark
-    step_model = torch.compile(model) if compile else model
-    if not any(p.requires_grad for g in optimizer.param_groups for p in g["params"]):
-        raise ValueError("The optimizer holds no trainable parameters (empty, all frozen, or built from an "
-                         "exhausted model.parameters() generator). Rebuild it from the parameters to train.")
-
+    step_model = _prepare_model(model, device, channels_last, compile=compile, cudnn_benchmark=cudnn_benchmark)
+    _require_trainable(optimizer)
     history, start = History(), 0
     if resume and checkpoint is not None and Path(checkpoint).is_file():
         start, history = load_checkpoint(checkpoint, model, optimizer, scheduler=scheduler, scaler=scaler)
-    generator = getattr(train_loader, "generator", None)
+
     for epoch in range(start, epochs):
-        torch.manual_seed(seed + epoch)
-        if generator is not None:
-            generator.manual_seed(seed + epoch)
-        sampler = getattr(train_loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
+        _seed_epoch(train_loader, seed, epoch)
         model.train()
         t0 = time.perf_counter()
-        total_loss, correct, n = 0.0, 0, 0
         steps = len(train_loader) if max_steps_per_epoch is None else min(len(train_loader), max_steps_per_epoch)
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
-        for step, (x, y) in enumerate(train_loader):
-            if step >= steps:
-                break
-            x, y = _inputs(x, device, channels_last), y.to(device, non_blocking=device.type == "cuda")
-            with precision.autocast():
-                logits = step_model(x)
-                loss = loss_fn(logits.float(), y)
-            if not math.isfinite(loss.item()):
-                bar.close()
-                raise FloatingPointError(f"Loss became {loss.item()} at epoch {epoch + 1}, step {step}: the learning "
-                                         "rate is probably far too high.")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if scheduler is not None and scheduler_per_step:
-                scheduler.step()
-            total_loss += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            n += len(y)
-            bar.update(1)
-            bar.set_postfix(loss=f"{total_loss / n:.3f}", acc=f"{correct / n:.3f}")
-        bar.close()
+        stats = _train_epoch(
+            step_model,
+            train_loader,
+            optimizer,
+            loss_fn,
+            precision,
+            scaler,
+            device,
+            channels_last,
+            steps=steps,
+            scheduler=scheduler if scheduler_per_step else None,
+            desc=f"epoch {epoch + 1}/{epochs}",
+            progress=progress,
+        )
         if scheduler is not None and not scheduler_per_step:
             scheduler.step()
-        elapsed = time.perf_counter() - t0
-        history.train_loss.append(total_loss / max(n, 1))
-        history.train_acc.append(correct / max(n, 1))
-        history.lr.append(float(optimizer.param_groups[-1]["lr"]))
-        history.epoch_time.append(elapsed)
-        history.images_per_sec.append(n / elapsed if elapsed > 0 else float("nan"))
+        _record_epoch(history, stats, optimizer, time.perf_counter() - t0)
         if val_loader is not None:
             result = evaluate(model, val_loader, device, loss_fn=loss_fn, amp=amp, channels_last=channels_last)
             history.val_loss.append(result.loss)
             history.val_acc.append(result.accuracy)
         if checkpoint is not None:
-            save_checkpoint(checkpoint, model, optimizer, epoch=epoch + 1, history=history,
-                            scheduler=scheduler, scaler=scaler)
+            save_checkpoint(
+                checkpoint, model, optimizer, epoch=epoch + 1, history=history, scheduler=scheduler, scaler=scaler
+            )
     return history
+
+
+# ----------------------------------------------------------------------------- the steps of fit
+
+
+def _prepare_model(
+    model: nn.Module, device: torch.device, channels_last: bool, *, compile: bool, cudnn_benchmark: bool
+) -> nn.Module:
+    """Move the model to the device (and memory format); return what the training steps call."""
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+    return torch.compile(model) if compile else model
+
+
+def _require_trainable(optimizer: torch.optim.Optimizer) -> None:
+    if not any(p.requires_grad for g in optimizer.param_groups for p in g["params"]):
+        raise ValueError(
+            "The optimizer holds no trainable parameters (empty, all frozen, or built from an "
+            "exhausted model.parameters() generator). Rebuild it from the parameters to train."
+        )
+
+
+def _seed_epoch(train_loader: DataLoader, seed: int, epoch: int) -> None:
+    """Seed torch's global RNG and the loader's shuffling from ``seed + epoch`` (what makes resume exact)."""
+    torch.manual_seed(seed + epoch)
+    generator = getattr(train_loader, "generator", None)
+    if generator is not None:
+        generator.manual_seed(seed + epoch)
+    sampler = getattr(train_loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+
+
+@dataclass
+class _EpochStats:
+    loss_sum: float = 0.0
+    correct: int = 0
+    n: int = 0
+
+
+def _train_epoch(
+    step_model: nn.Module,
+    train_loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable,
+    precision: Precision,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    channels_last: bool,
+    *,
+    steps: int,
+    scheduler: object | None,
+    desc: str,
+    progress: bool,
+) -> _EpochStats:
+    """``steps`` optimizer steps over ``train_loader`` (a per-step ``scheduler`` steps after each)."""
+    from tqdm.auto import tqdm
+
+    stats = _EpochStats()
+    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
+    try:
+        for step, (x, y) in enumerate(train_loader):
+            if step >= steps:
+                break
+            x = to_device(x, device, channels_last=channels_last)
+            y = y.to(device, non_blocking=device.type == "cuda")
+            with precision.autocast():
+                logits = step_model(x)
+                loss = loss_fn(logits.float(), y)
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(
+                    f"Loss became {loss.item()} at {desc.split('/')[0]}, step {step}: the learning "
+                    "rate is probably far too high."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if scheduler is not None:
+                scheduler.step()
+            stats.loss_sum += loss.item() * len(y)
+            stats.correct += int((logits.argmax(1) == y).sum())
+            stats.n += len(y)
+            bar.update(1)
+            bar.set_postfix(loss=f"{stats.loss_sum / stats.n:.3f}", acc=f"{stats.correct / stats.n:.3f}")
+    finally:
+        bar.close()
+    return stats
+
+
+def _record_epoch(history: History, stats: _EpochStats, optimizer: torch.optim.Optimizer, elapsed: float) -> None:
+    history.train_loss.append(stats.loss_sum / max(stats.n, 1))
+    history.train_acc.append(stats.correct / max(stats.n, 1))
+    history.lr.append(float(optimizer.param_groups[-1]["lr"]))
+    history.epoch_time.append(elapsed)
+    history.images_per_sec.append(stats.n / elapsed if elapsed > 0 else float("nan"))
