@@ -59,6 +59,20 @@ _executed_outputs: dict[str, dict] = {}
 
 
 @pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    """With TL_SAVE_EXECUTED, notebook kernels start without MPLBACKEND (CI exports Agg), as a
+    learner's kernel does, so figures are shown inline and kept in the executed copies."""
+    saved = None
+    if os.environ.get("TL_SAVE_EXECUTED") and hasattr(item, "test_outputs"):
+        saved = os.environ.pop("MPLBACKEND", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["MPLBACKEND"] = saved
+
+
+@pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     if not os.environ.get("TL_SAVE_EXECUTED") or call.when != "call" or not hasattr(item, "test_outputs"):
@@ -97,5 +111,5 @@ def _save_executed_notebooks() -> None:
                 if o.get("output_type") == "execute_result":
                     o["execution_count"] = n + 1
         nb.metadata[executed.METADATA_KEY] = executed.execution_record(
-            Path(path), "pytest --nbval-lax", entry["stop"] - entry["start"])
+            Path(path), "pytest --nbval-lax", entry["stop"] - entry["start"], mplbackend="")
         nbformat.write(nb, out / Path(path).name)

@@ -33,7 +33,7 @@ def test_environment_yml_installs_pyproject_without_own_pins():
 
 LAYERS = {  # module -> tl_helpers modules it may import
     "paths": set(), "files": set(), "device": set(),
-    "data": {"files", "paths"}, "models": {"paths"},
+    "getting_data": {"paths"}, "data": {"files", "getting_data", "paths"}, "models": {"paths"},
     "train": {"device", "files"}, "features": {"data", "device", "files", "models", "paths"},
     "plots": {"train"},
 }

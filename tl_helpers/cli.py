@@ -74,7 +74,8 @@ def doctor(args: argparse.Namespace) -> int:
                 print(f"OK data      EuroSAT not found locally; {paths.ALLOW_DOWNLOAD_ENV}=1, so it is downloaded "
                       "on first use (or now: python -m tl_helpers data prepare)")
             else:
-                message = eurosat_missing_message(args.data_dir).replace("\n", "\n            ")
+                message = eurosat_missing_message(args.data_dir, (), url=data.DOWNLOAD_URL,
+                                                  md5=next(iter(data.KNOWN_MD5))).replace("\n", "\n            ")
                 print(f"!! data      {message}")
                 ready = False
     print(f"cache        {paths.cache_dir(args.data_dir)}")

@@ -127,7 +127,8 @@ def find_eurosat(data_dir_: str | os.PathLike | None = None, *, archive: str | o
         return root
     from tl_helpers.getting_data import eurosat_missing_message
 
-    raise DataNotFoundError(eurosat_missing_message(data_dir_, [root, *candidate_archives(data_dir_, archive)]))
+    raise DataNotFoundError(eurosat_missing_message(data_dir_, [root, *candidate_archives(data_dir_, archive)],
+                                                    url=DOWNLOAD_URL, md5=next(iter(KNOWN_MD5))))
 
 
 def verify_archive(path: str | os.PathLike) -> str:

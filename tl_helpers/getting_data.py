@@ -14,24 +14,25 @@ from tl_helpers.paths import ALLOW_DOWNLOAD_ENV, ARCHIVE_ENV, data_dir
 DOWNLOAD_SIZE = "about 90 MB"
 
 
-def download_plan(data_dir_: str | os.PathLike | None = None) -> dict[str, str]:
+def download_plan(data_dir_: str | os.PathLike | None, url: str, md5: str) -> dict[str, str]:
     """Where a permitted download comes from, where it goes and how it is checked."""
-    from tl_helpers import data
-
     base = data_dir(data_dir_)
     return {
-        "url": data.DOWNLOAD_URL,
+        "url": url,
         "size": DOWNLOAD_SIZE,
         "target": str(base / "eurosat" / "EuroSAT.zip"),
         "unpacked": str(base / "eurosat" / "2750"),
-        "md5": next(iter(data.KNOWN_MD5)),
+        "md5": md5,
     }
 
 
-def eurosat_missing_message(data_dir_: str | os.PathLike | None = None,
-                            looked: Iterable[str | os.PathLike] = ()) -> str:
-    """The not-found message: the two ways to continue, with the exact paths, size and checksum."""
-    plan = download_plan(data_dir_)
+def eurosat_missing_message(data_dir_: str | os.PathLike | None, looked: Iterable[str | os.PathLike], *,
+                            url: str, md5: str) -> str:
+    """The not-found message: the two ways to continue, with the exact paths, size and checksum.
+
+    ``url`` and ``md5``: the download ``find_eurosat()`` would make (``data.DOWNLOAD_URL``, ``data.KNOWN_MD5``).
+    """
+    plan = download_plan(data_dir_, url, md5)
     looked = [str(p) for p in looked]
     lines = ["EuroSAT RGB was not found."]
     if looked:

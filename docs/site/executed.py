@@ -52,13 +52,14 @@ def device_description() -> str:
     return f"{cpu}, {gpu}; torch {torch.__version__}"
 
 
-def execution_record(notebook: Path, executor: str, seconds: float) -> dict:
+def execution_record(notebook: Path, executor: str, seconds: float, mplbackend: str | None = None) -> dict:
+    """What the site shows about an execution; ``mplbackend``: the kernel's (default: this process's)."""
     return {
         "key": source_key(notebook),
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "device": device_description(),
         "executor": executor,
-        "mplbackend": os.environ.get("MPLBACKEND", ""),
+        "mplbackend": os.environ.get("MPLBACKEND", "") if mplbackend is None else mplbackend,
         "seconds": round(seconds, 1),
     }
 
