@@ -87,3 +87,34 @@ def test_every_page_gets_provenance_and_credits(notebook):
     assert record["date"] in nb.cells[1].source and record["device"] in nb.cells[1].source
     assert "MIT licence" in nb.cells[-1].source and "Apache-2.0" in nb.cells[-1].source
     assert build.title_of(nb, "x") == "09 · Demo"
+
+
+@pytest.mark.slow
+def test_nbval_run_saves_executed_copy_with_figures(tmp_path):
+    """The root conftest writes what nbval executed (figures inline even under MPLBACKEND=Agg)."""
+    import os
+    import shutil
+    import subprocess
+
+    shutil.copy(REPO / "conftest.py", tmp_path / "conftest.py")
+    (tmp_path / "docs" / "site").mkdir(parents=True)
+    shutil.copy(REPO / "docs" / "site" / "executed.py", tmp_path / "docs" / "site" / "executed.py")
+    (tmp_path / "notebooks").mkdir()
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Demo"),
+        nbformat.v4.new_code_cell("print('hello')"),
+        nbformat.v4.new_code_cell("import matplotlib.pyplot as plt\nplt.plot([1, 2]); plt.show()"),
+        nbformat.v4.new_code_cell("6 * 7")])
+    nbformat.write(nb, tmp_path / "notebooks" / "a.ipynb")
+    env = {**os.environ, "TL_SAVE_EXECUTED": str(tmp_path / "executed"), "MPLBACKEND": "Agg"}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+                        "--nbval-current-env", "--rootdir", str(tmp_path), "notebooks"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    saved = nbformat.read(tmp_path / "executed" / "a.ipynb", as_version=4)
+    code = [c for c in saved.cells if c.cell_type == "code"]
+    assert code[0].outputs[0].text == "hello\n"
+    assert any("image/png" in o.get("data", {}) for o in code[1].outputs)
+    assert code[2].outputs[0].data["text/plain"] == "42"
+    assert saved.metadata[executed.METADATA_KEY]["mplbackend"] == ""
+    nbformat.validate(saved)
