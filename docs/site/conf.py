@@ -26,4 +26,4 @@ html_title = project
 html_last_updated_fmt = None  # the build date is on each page, with the device (reproducible otherwise)
 html_show_sourcelink = False
 html_copy_source = False
-html_show_sphinx = True
+html_show_sphinx = False
