@@ -50,7 +50,7 @@ check-exercises: install
 	$(PY) -m tl_helpers exercises check
 
 clean:
-	rm -rf $(VENV) .pytest_cache site build/site-src build/site-doctrees build/executed
+	rm -rf $(VENV) .pytest_cache site build/site-src build/site-sphinx build/executed
 
 # The static course site (docs/site/): every notebook with its outputs, the exercises, an index;
 # HTML in site/ (not committed). Executes the notebooks offline unless `make test` ran with

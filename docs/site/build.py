@@ -213,11 +213,15 @@ def main(argv: list[str] | None = None) -> int:
     built = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": executed.device_description()}
     write_index(src, notebooks, exercises, built)
 
-    shutil.rmtree(args.out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-q", "-E", "-d", str(src.parent / "site-doctrees"),
-           str(src), str(args.out)]
+    # MyST-NB writes a `jupyter_execute` folder next to Sphinx's output folder: keep both under build/.
+    html = src.parent / "site-sphinx" / "html"
+    shutil.rmtree(html.parent, ignore_errors=True)
+    cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-q", "-E", "-d", str(html.parent / "doctrees"),
+           str(src), str(html)]
     log(" ".join(cmd[2:]))
     subprocess.run(cmd, check=True)
+    shutil.rmtree(args.out, ignore_errors=True)
+    shutil.copytree(html, args.out)
     (args.out / ".nojekyll").touch()  # GitHub Pages: serve _static/ and _images/ as they are
     (args.out / "build-info.json").write_text(json.dumps(
         {**built, "notebooks": [p.name for p, _ in notebooks], "exercises": [p.name for p, _ in exercises]},
