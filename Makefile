@@ -13,7 +13,7 @@ TL_SST2_DIR ?= $(wildcard $(CURDIR)/../shared/data/sst2)
 export TL_SST2_DIR
 PYTEST_ARGS ?=
 
-.PHONY: install lab test test-fast lint format exercises check-exercises bench e2e doctor data clean
+.PHONY: install lab test test-fast lint format exercises check-exercises bench e2e doctor data clean site site-install site-check
 
 install: $(STAMP)
 
@@ -64,7 +64,25 @@ check-exercises: install
 	$(PY) -m tl_helpers exercises check
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache site build/site-src build/site-sphinx build/executed
+
+# The static course site (docs/site/): every notebook with its outputs, the exercises, an index;
+# HTML in site/ (not committed). Executes the notebooks offline unless `make test` ran with
+# TL_SAVE_EXECUTED=build/executed on the same sources (then it reuses those executions).
+# `make site-install` (online, once) adds the pinned builder packages (extra `site`).
+SITE_STAMP := $(VENV)/.installed-site
+site-install: $(SITE_STAMP)
+
+$(SITE_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,site]"
+	touch $(SITE_STAMP)
+
+site: site-install
+	$(PY) docs/site/build.py $(SITE_ARGS)
+
+# The site in Chromium, served from 127.0.0.1 (after `make site`; see e2e/site.sh).
+site-check: install
+	VENV=$(VENV) ./e2e/site.sh $(E2E_ARGS)
 
 bench: install
 	$(PY) benchmarks/run.py $(BENCH_ARGS)

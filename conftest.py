@@ -24,6 +24,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """With TL_REQUIRE_ALL_NOTEBOOKS=1, fail unless every notebook on disk ran and passed."""
+    _save_executed_notebooks()
     if not os.environ.get("TL_REQUIRE_ALL_NOTEBOOKS"):
         return
     on_disk = sorted(str(p.relative_to(REPO)) for p in (REPO / "notebooks").glob("*.ipynb"))
@@ -50,3 +51,71 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if hasattr(item, "output_timeout"):
             item.output_timeout = NBVAL_OUTPUT_TIMEOUT_S
+
+
+# With TL_SAVE_EXECUTED=<folder>, every notebook whose cells all ran and passed is also written to
+# <folder>/<name>.ipynb with the outputs nbval received, so that `make site` renders this one
+# execution instead of running the notebooks again (see docs/site/executed.py). This only reads
+# what nbval recorded after each cell's test; it changes nothing in how the notebooks are tested.
+_executed_outputs: dict[str, dict] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    """With TL_SAVE_EXECUTED, notebook kernels start without MPLBACKEND (CI exports Agg), as a
+    learner's kernel does, so figures are shown inline and kept in the executed copies."""
+    saved = None
+    if os.environ.get("TL_SAVE_EXECUTED") and hasattr(item, "test_outputs"):
+        saved = os.environ.pop("MPLBACKEND", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["MPLBACKEND"] = saved
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    if not os.environ.get("TL_SAVE_EXECUTED") or call.when != "call" or not hasattr(item, "test_outputs"):
+        return
+    path = str(item.path)
+    entry = _executed_outputs.setdefault(path, {"cells": {}, "ok": True, "start": call.start})
+    report = outcome.get_result()
+    entry["ok"] = entry["ok"] and report.passed and item.test_outputs is not None
+    entry["cells"][item.cell_num] = list(item.test_outputs or [])
+    entry["stop"] = call.stop
+
+
+def _save_executed_notebooks() -> None:
+    folder = os.environ.get("TL_SAVE_EXECUTED")
+    if not folder or not _executed_outputs:
+        return
+    helper = REPO / "docs" / "site" / "executed.py"
+    if not helper.is_file():  # e.g. this conftest copied elsewhere by a test
+        return
+    import importlib.util
+
+    import nbformat
+
+    spec = importlib.util.spec_from_file_location("tl_site_executed", helper)
+    executed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(executed)
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    for path, entry in _executed_outputs.items():
+        nb = nbformat.read(path, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        if not entry["ok"] or set(entry["cells"]) != set(range(len(code))):
+            (out / Path(path).name).unlink(missing_ok=True)
+            continue
+        for n, cell in enumerate(code):
+            cell.outputs = [nbformat.from_dict(dict(o)) for o in entry["cells"][n]]
+            cell.execution_count = n + 1
+            for o in cell.outputs:
+                if o.get("output_type") == "execute_result":
+                    o["execution_count"] = n + 1
+        nb.metadata[executed.METADATA_KEY] = executed.execution_record(
+            Path(path), "pytest --nbval-lax", entry["stop"] - entry["start"], mplbackend=""
+        )
+        nbformat.write(nb, out / Path(path).name)

@@ -148,12 +148,12 @@ def find_eurosat(
         download_url(DOWNLOAD_URL, str(target.parent), filename=target.name, md5=next(iter(KNOWN_MD5)))
         extract_archive(target, root, verify=verify)
         return root
-    looked = "\n  ".join(str(p) for p in [root, *candidate_archives(data_dir_, archive)])
+    from tl_helpers.getting_data import eurosat_missing_message
+
     raise DataNotFoundError(
-        "EuroSAT RGB was not found. Looked at:\n  " + looked + "\n"
-        "Fix: put EuroSAT_RGB.zip (or torchvision's EuroSAT.zip) in the data folder "
-        f"{data_dir(data_dir_)}, or set {ARCHIVE_ENV}=/path/to/EuroSAT_RGB.zip, "
-        "or set TL_ALLOW_DOWNLOAD=1 to download it (about 90 MB)."
+        eurosat_missing_message(
+            data_dir_, [root, *candidate_archives(data_dir_, archive)], url=DOWNLOAD_URL, md5=next(iter(KNOWN_MD5))
+        )
     )
 
 

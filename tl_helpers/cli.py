@@ -79,11 +79,19 @@ def doctor(args: argparse.Namespace) -> int:
                 print(f"!! data      {exc}")
                 ready = False
         else:
-            print(
-                f"!! data      EuroSAT not found. Put EuroSAT_RGB.zip in {paths.data_dir(args.data_dir)} or set "
-                f"{paths.ARCHIVE_ENV}; downloads are {'on' if paths.downloads_allowed() else 'off'}."
-            )
-            ready = False
+            from tl_helpers.getting_data import eurosat_missing_message
+
+            if paths.downloads_allowed():
+                print(
+                    f"OK data      EuroSAT not found locally; {paths.ALLOW_DOWNLOAD_ENV}=1, so it is downloaded "
+                    "on first use (or now: python -m tl_helpers data prepare)"
+                )
+            else:
+                message = eurosat_missing_message(
+                    args.data_dir, (), url=data.DOWNLOAD_URL, md5=next(iter(data.KNOWN_MD5))
+                ).replace("\n", "\n            ")
+                print(f"!! data      {message}")
+                ready = False
     print(f"cache        {paths.cache_dir(args.data_dir)}")
     print("READY" if ready else "NOT READY: fix the lines marked !!")
     return 0 if ready else 1
