@@ -14,7 +14,7 @@
 # Settings (environment):
 #   E2E_NOTEBOOKS   which notebooks to run in the browser: "all", or globs/prefixes
 #                   separated by commas or spaces (e.g. "notebooks/0[0-4]*.ipynb" or "00,01").
-#                   Default: the light notebooks listed in e2e/tests/course.spec.ts;
+#                   Default: the light notebooks listed in e2e/lib/select.ts;
 #                   the other notebooks are opened and checked to render, not run.
 #   E2E_OPEN_ONLY   notebooks only opened and checked to render (same syntax; "" for none)
 #   E2E_EXERCISE    the exercise notebook for the exercise test (default: picked automatically)

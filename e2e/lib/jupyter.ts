@@ -1,137 +1,43 @@
 /**
- * The course, as learners meet it: each notebook opened in JupyterLab in a real browser,
- * run with "Run All Cells", and checked in the page: no errors, widgets rendered (and one
- * reacting to an interaction), figures shown; one screenshot per notebook. One more test
- * fills in an exercise and sees the "passed" feedback.
- *
- * Start it with `make e2e` (e2e/run.sh starts JupyterLab on a copy of the course).
- *
- * Which notebooks run (read at run time, so new notebooks are picked up):
- *   - E2E_NOTEBOOKS unset: the notebooks in notebooks/ whose name starts with one of
- *     LIGHT_NOTEBOOKS run in full; every other notebook in notebooks/ is opened and
- *     checked to render (they are executed by `make test` through nbval anyway).
- *   - E2E_NOTEBOOKS="all": every notebook in notebooks/ runs in full.
- *   - E2E_NOTEBOOKS="<glob or prefix>[,<glob or prefix>...]": those run in full, e.g.
- *     "notebooks/0[0-4]*.ipynb", "05,06" or "solutions/03*" (globs are relative to the repo;
- *     a bare prefix matches notebook names in notebooks/, exercises/, solutions/).
- *   - E2E_OPEN_ONLY: the same syntax, for the notebooks only opened (default: the rest of
- *     notebooks/; "" for none).
- * The harness's own fixture (e2e/fixtures/smoke.ipynb: a plot, a slider, a tqdm bar)
- * always runs first, so a broken front end is told apart from a broken notebook.
+ * The page library of the browser tests: open a notebook in JupyterLab, run it, wait for it,
+ * read its cell errors, its figures and widgets, move a widget, take screenshots.
+ * The helpers run in the browser through `window.jupyterapp` (exposed by Galata's server config)
+ * and `window.__e2e` (installed here). Used by the specs in e2e/tests/.
  */
 import { expect, galata, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
 import * as fs from 'fs';
 import * as path from 'path';
+import { SERVER_ROOT } from './select';
 
-/** Notebooks light enough to run in the browser on every CI run (name prefixes). Edit freely. */
-export const LIGHT_NOTEBOOKS = ['00_', '01_', '03_', '04_', '05_', '07_', '08_'];
+export const SCREENSHOTS = process.env.E2E_SCREENSHOTS || path.resolve(__dirname, '..', 'screenshots');
+export const WIDGET_MIME = 'application/vnd.jupyter.widget-view+json';
 
-const REPO = process.env.E2E_REPO || path.resolve(__dirname, '..', '..');
-const SERVER_ROOT = process.env.E2E_ROOT_DIR || REPO;
-const SCREENSHOTS = process.env.E2E_SCREENSHOTS || path.resolve(__dirname, '..', 'screenshots');
-const SMOKE = 'e2e/fixtures/smoke.ipynb';
-const EXERCISE_FIXTURE = 'e2e/fixtures/exercise.ipynb';
-const WIDGET_MIME = 'application/vnd.jupyter.widget-view+json';
-
-// ---------------------------------------------------------------------------------------
-// Which notebooks
-// ---------------------------------------------------------------------------------------
-
-function listNotebooks(dir: string): string[] {
-  const abs = path.join(SERVER_ROOT, dir);
-  if (!fs.existsSync(abs)) {
-    return [];
+/**
+ * Galata options for every spec that drives JupyterLab: `test.use(LAB_OPTIONS)`.
+ * Render every cell (no virtual scrolling), never save: the server root is a scratch copy anyway.
+ */
+export const LAB_OPTIONS = {
+  autoGoto: true,
+  serverFiles: 'off' as const,
+  mockSettings: {
+    ...galata.DEFAULT_SETTINGS,
+    '@jupyterlab/notebook-extension:tracker': { windowingMode: 'none' },
+    '@jupyterlab/docmanager-extension:plugin': { autosave: false }
   }
-  const out: string[] = [];
-  const walk = (rel: string) => {
-    for (const entry of fs.readdirSync(path.join(SERVER_ROOT, rel), { withFileTypes: true })) {
-      const child = path.posix.join(rel, entry.name);
-      if (entry.isDirectory() && !entry.name.startsWith('.')) {
-        walk(child);
-      } else if (entry.isFile() && entry.name.endsWith('.ipynb')) {
-        out.push(child);
-      }
-    }
-  };
-  walk(dir);
-  return out.sort();
-}
-
-function globToRegExp(glob: string): RegExp {
-  let re = '';
-  for (let i = 0; i < glob.length; i++) {
-    const ch = glob[i];
-    if (ch === '*' && glob[i + 1] === '*') {
-      re += '.*';
-      i++;
-    } else if (ch === '*') {
-      re += '[^/]*';
-    } else if (ch === '?') {
-      re += '[^/]';
-    } else if (ch === '[') {
-      const end = glob.indexOf(']', i);
-      re += end > i ? glob.slice(i, end + 1) : '\\[';
-      i = end > i ? end : i;
-    } else {
-      re += ch.replace(/[.+^${}()|\\]/g, '\\$&');
-    }
-  }
-  return new RegExp(`^${re}$`);
-}
-
-/** A pattern matches a repo-relative path (glob), or a notebook name prefix ("00", "05_fine"). */
-function matches(pattern: string, file: string): boolean {
-  if (/[*?[/]/.test(pattern)) {
-    return globToRegExp(pattern).test(file);
-  }
-  return path.posix.basename(file).startsWith(pattern);
-}
-
-function selectNotebooks(): { run: string[]; openOnly: string[] } {
-  const course = listNotebooks('notebooks');
-  const spec = (process.env.E2E_NOTEBOOKS || '').trim();
-  let run: string[];
-  if (!spec) {
-    run = course.filter(f => LIGHT_NOTEBOOKS.some(p => path.posix.basename(f).startsWith(p)));
-  } else if (spec === 'all') {
-    run = course;
-  } else {
-    const patterns = spec.split(/[\s,]+/).filter(Boolean);
-    const candidates = [
-      ...course,
-      ...listNotebooks('exercises'),
-      ...listNotebooks('solutions'),
-      ...listNotebooks('e2e/fixtures')
-    ];
-    run = candidates.filter(f => patterns.some(p => matches(p, f)));
-    if (run.length === 0) {
-      throw new Error(`E2E_NOTEBOOKS=${spec} matches no notebook in ${candidates.join(', ')}`);
-    }
-  }
-  run = run.filter(f => f !== SMOKE);
-  const openSpec = process.env.E2E_OPEN_ONLY;
-  if (openSpec !== undefined) {
-    const patterns = openSpec.split(/[\s,]+/).filter(Boolean);
-    const all = ['notebooks', 'exercises', 'solutions', 'e2e/fixtures'].flatMap(listNotebooks);
-    return { run, openOnly: all.filter(f => !run.includes(f) && patterns.some(p => matches(p, f))) };
-  }
-  return { run, openOnly: course.filter(f => !run.includes(f)) };
-}
-
-const SELECTED = selectNotebooks();
+};
 
 // ---------------------------------------------------------------------------------------
 // Page helpers (run in the browser; `window.jupyterapp` is exposed by Galata's server config)
 // ---------------------------------------------------------------------------------------
 
-interface CellError {
+export interface CellError {
   cell: number;
   ename: string;
   evalue: string;
   traceback: string;
 }
 
-interface RunState {
+export interface RunState {
   found: boolean;
   kernel: string;
   code: number;
@@ -143,7 +49,7 @@ interface RunState {
 const stripAnsi = (s: string) => s.replace(/\u001b\[[0-9;]*[A-Za-z]/g, '');
 
 /** Install window.__e2e: small helpers over the notebook *model* and the rendered page. */
-async function installHelpers(page: IJupyterLabPageFixture): Promise<void> {
+export async function installHelpers(page: IJupyterLabPageFixture): Promise<void> {
   await page.evaluate(() => {
     const w = window as any;
     if (w.__e2e) {
@@ -287,8 +193,28 @@ async function installHelpers(page: IJupyterLabPageFixture): Promise<void> {
   });
 }
 
+/** What `window.__e2e.outputs` counts: the model's outputs vs. what rendered in the page. */
+export interface OutputCounts {
+  cells: number;
+  renderedCells: number;
+  modelImages: number;
+  modelWidgets: number;
+  images: number;
+  brokenImages: number;
+  widgetOutputs: number;
+  renderedWidgets: number;
+  closedWidgets: number;
+  widgetErrors: string[];
+  controls: number;
+}
+
+/** The outputs of an open notebook (after openNotebook, which installs the helpers). */
+export async function readOutputs(page: IJupyterLabPageFixture, nbPath: string): Promise<OutputCounts> {
+  return page.evaluate(p => (window as any).__e2e.outputs(p), nbPath);
+}
+
 /** Wait until the cells (up to `upTo`) have run and the kernel is idle, or a cell shows an error. */
-async function settle(page: IJupyterLabPageFixture, nbPath: string, what: string, upTo?: number): Promise<RunState> {
+export async function settle(page: IJupyterLabPageFixture, nbPath: string, what: string, upTo?: number): Promise<RunState> {
   let state: RunState;
   let stableSince = 0;
   for (;;) {
@@ -316,14 +242,14 @@ async function settle(page: IJupyterLabPageFixture, nbPath: string, what: string
   }
 }
 
-function describeErrors(nbPath: string, errors: CellError[]): string {
+export function describeErrors(nbPath: string, errors: CellError[]): string {
   return errors
     .map(e => `${nbPath}, cell ${e.cell}: ${e.ename}: ${e.evalue}\n${stripAnsi(e.traceback)}`)
     .join('\n\n');
 }
 
 /** Open a notebook (as the file browser would), accept a kernel dialog, wait for the kernel. */
-async function openNotebook(page: IJupyterLabPageFixture, nbPath: string): Promise<void> {
+export async function openNotebook(page: IJupyterLabPageFixture, nbPath: string): Promise<void> {
   await installHelpers(page);
   await page.evaluate(
     p => (window as any).jupyterapp.commands.execute('docmanager:open', { path: p, factory: 'Notebook' }),
@@ -353,7 +279,7 @@ async function openNotebook(page: IJupyterLabPageFixture, nbPath: string): Promi
     .toBe('idle');
 }
 
-async function screenshot(page: IJupyterLabPageFixture, nbPath: string, focus?: string): Promise<void> {
+export async function screenshot(page: IJupyterLabPageFixture, nbPath: string, focus?: string): Promise<void> {
   fs.mkdirSync(SCREENSHOTS, { recursive: true });
   if (focus) {
     const target = page.locator(focus).first();
@@ -366,7 +292,7 @@ async function screenshot(page: IJupyterLabPageFixture, nbPath: string, focus?: 
 }
 
 /** Move the first interactive control and wait for something else in the outputs to change. */
-async function interactWithAWidget(page: IJupyterLabPageFixture, nbPath: string): Promise<string> {
+export async function interactWithAWidget(page: IJupyterLabPageFixture, nbPath: string): Promise<string> {
   const outputs = page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output');
   const slider = outputs.locator('.widget-slider').first();
   const dropdown = outputs.locator('.widget-dropdown').first();
@@ -422,22 +348,11 @@ async function interactWithAWidget(page: IJupyterLabPageFixture, nbPath: string)
   return kind;
 }
 
-// ---------------------------------------------------------------------------------------
-// Tests
-// ---------------------------------------------------------------------------------------
-
-test.use({
-  autoGoto: true,
-  serverFiles: 'off',
-  mockSettings: {
-    ...galata.DEFAULT_SETTINGS,
-    // Render every cell (no virtual scrolling), never save: the server root is a scratch copy anyway.
-    '@jupyterlab/notebook-extension:tracker': { windowingMode: 'none' },
-    '@jupyterlab/docmanager-extension:plugin': { autosave: false }
-  }
-});
-
-async function runNotebook(page: IJupyterLabPageFixture, nbPath: string): Promise<void> {
+/**
+ * Open a notebook, "Run All Cells", and check the page: no cell error, every figure and widget
+ * rendered, one control moved (when there is one) changes the outputs; screenshots.
+ */
+export async function runNotebook(page: IJupyterLabPageFixture, nbPath: string): Promise<void> {
   const source = fs.readFileSync(path.join(SERVER_ROOT, nbPath), 'utf-8');
   const nbJson = JSON.parse(source);
   const codeSources: string[] = nbJson.cells
@@ -506,175 +421,3 @@ async function runNotebook(page: IJupyterLabPageFixture, nbPath: string): Promis
   // The main screenshot shows the first figure (else the first widget).
   await screenshot(page, nbPath, o.images ? '.jp-OutputArea-output img' : '.jp-OutputArea-output .jupyter-widgets');
 }
-
-test.describe('the front end itself', () => {
-  test(`runs ${SMOKE}: a figure, a slider that reacts, a tqdm bar`, async ({ page }) => {
-    await runNotebook(page, SMOKE);
-    const o = await page.evaluate(p => (window as any).__e2e.outputs(p), SMOKE);
-    expect(o.images).toBeGreaterThanOrEqual(1);
-    expect(o.controls).toBeGreaterThanOrEqual(1);
-    await expect(page.locator('.jp-OutputArea-output .widget-hprogress').first()).toBeVisible();
-  });
-});
-
-test.describe('course notebooks, run in the browser', () => {
-  if (SELECTED.run.length === 0) {
-    test('no course notebook selected to run', async () => {
-      test.skip(true, `no notebook in notebooks/ matches ${process.env.E2E_NOTEBOOKS || LIGHT_NOTEBOOKS.join(' ')}`);
-    });
-  }
-  for (const nbPath of SELECTED.run) {
-    test(`runs ${nbPath}`, async ({ page }) => {
-      await runNotebook(page, nbPath);
-    });
-  }
-});
-
-test.describe('course notebooks, opened only (run by `make test`; E2E_NOTEBOOKS=all runs them here)', () => {
-  for (const nbPath of SELECTED.openOnly) {
-    test(`opens ${nbPath}`, async ({ page }) => {
-      test.setTimeout(180_000);
-      await openNotebook(page, nbPath);
-      const o = await page.evaluate(p => (window as any).__e2e.outputs(p), nbPath);
-      expect(o.cells, 'the notebook has cells').toBeGreaterThan(0);
-      expect(o.renderedCells, 'every cell is in the page').toBe(o.cells);
-      // Markdown rendered (not left as source), and no cell is shown as an error.
-      const panel = page.locator('.jp-NotebookPanel:not(.lm-mod-hidden)');
-      const markdownCells = panel.locator('.jp-MarkdownCell');
-      if (await markdownCells.count()) {
-        await expect(panel.locator('.jp-MarkdownCell .jp-RenderedMarkdown').first()).toBeVisible();
-      }
-      await screenshot(page, nbPath);
-    });
-  }
-});
-
-// ---------------------------------------------------------------------------------------
-// Exercise: fill in the stub, run its check, see "passed"
-// ---------------------------------------------------------------------------------------
-
-interface ExerciseChoice {
-  exercise: string;
-  solution: string;
-}
-
-const cellSource = (c: any): string => (Array.isArray(c.source) ? c.source.join('') : c.source);
-const readNb = (rel: string) => JSON.parse(fs.readFileSync(path.join(SERVER_ROOT, rel), 'utf-8'));
-
-function solutionFor(exercise: string): string {
-  if (exercise === EXERCISE_FIXTURE) {
-    return 'e2e/fixtures/exercise_solution.ipynb';
-  }
-  return exercise.replace(/^exercises\//, 'solutions/');
-}
-
-function isUsableExercise(rel: string): boolean {
-  try {
-    const nb = readNb(rel);
-    const solution = solutionFor(rel);
-    if (!fs.existsSync(path.join(SERVER_ROOT, solution))) {
-      return false;
-    }
-    const code = (c: any) => (c.cell_type === 'code' ? cellSource(c) : '');
-    const cells = nb.cells.map(code);
-    const stub = cells.findIndex((s: string) => /raise NotImplementedError/.test(s));
-    return stub >= 0 && cells.slice(stub + 1).some((s: string) => /\bcheck\s*\(/.test(s));
-  } catch {
-    return false;
-  }
-}
-
-function chooseExercise(): ExerciseChoice {
-  let exercise = process.env.E2E_EXERCISE;
-  if (!exercise) {
-    const all = listNotebooks('exercises').filter(isUsableExercise);
-    const light = all.filter(f => LIGHT_NOTEBOOKS.some(p => path.posix.basename(f).startsWith(p)));
-    exercise = light[0] || all[0] || EXERCISE_FIXTURE;
-  }
-  return { exercise, solution: solutionFor(exercise) };
-}
-
-test('an exercise: a correct answer makes its check say "passed"', async ({ page }) => {
-  const { exercise, solution } = chooseExercise();
-  test.info().annotations.push({ type: 'exercise', description: `${exercise} (answer from ${solution})` });
-  const ex = readNb(exercise);
-  const sol = readNb(solution);
-  const stubIndex = ex.cells.findIndex(
-    (c: any) => c.cell_type === 'code' && /raise NotImplementedError/.test(cellSource(c))
-  );
-  expect(stubIndex, `${exercise} has a stub raising NotImplementedError`).toBeGreaterThanOrEqual(0);
-  // The check cells that follow the stub (one exercise may have several checks).
-  const isCheck = (c: any) => c && c.cell_type === 'code' && /\bcheck\s*\(/.test(cellSource(c));
-  const firstCheck = ex.cells.findIndex((c: any, i: number) => i > stubIndex && isCheck(c));
-  expect(firstCheck, `${exercise} has a check cell after the stub`).toBeGreaterThan(stubIndex);
-  let checkIndex = firstCheck;
-  while (isCheck(ex.cells[checkIndex + 1])) {
-    checkIndex++;
-  }
-  // The answer: the solution's cell with the same id (else the same position).
-  const stubId = ex.cells[stubIndex].id;
-  const answerCell =
-    (stubId && sol.cells.find((c: any) => c.id === stubId)) ||
-    (sol.cells.length === ex.cells.length ? sol.cells[stubIndex] : undefined);
-  expect(answerCell, `${solution} has the answer to cell ${stubIndex}`).toBeTruthy();
-  const answer = cellSource(answerCell);
-  expect(answer).not.toMatch(/raise NotImplementedError/);
-
-  await openNotebook(page, exercise);
-
-  // Type the answer into the stub cell as a learner would (replace the stub's text).
-  await page.evaluate(
-    ([p, i]) => {
-      const nb = (window as any).__e2e.panel(p);
-      nb.content.activeCellIndex = i;
-      nb.content.mode = 'edit';
-    },
-    [exercise, stubIndex] as [string, number]
-  );
-  const editor = page
-    .locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-cell')
-    .nth(stubIndex)
-    .locator('.cm-content');
-  await editor.click();
-  await page.keyboard.press('ControlOrMeta+a');
-  await page.keyboard.insertText(answer);
-  await expect
-    .poll(() =>
-      page.evaluate(
-        ([p, i]) => (window as any).__e2e.panel(p).content.model.cells.get(i).sharedModel.getSource(),
-        [exercise, stubIndex] as [string, number]
-      )
-    )
-    .toBe(answer);
-
-  // Run everything up to and including the check cell (later stubs are still unsolved).
-  await page.evaluate(
-    ([p, i]) => {
-      const nb = (window as any).__e2e.panel(p);
-      nb.content.mode = 'command';
-      nb.content.activeCellIndex = i;
-    },
-    [exercise, checkIndex] as [string, number]
-  );
-  await page.evaluate(async () => {
-    const commands = (window as any).jupyterapp.commands;
-    await commands.execute('notebook:run-all-above');
-    await commands.execute('notebook:run-cell');
-  });
-  const state = await settle(page, exercise, 'checking', checkIndex);
-  const upToCheck = state.errors.filter(e => e.cell <= checkIndex);
-  expect(upToCheck, describeErrors(exercise, upToCheck)).toEqual([]);
-
-  for (let i = firstCheck; i <= checkIndex; i++) {
-    const feedback = page
-      .locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-cell')
-      .nth(i)
-      .locator('.jp-OutputArea-output');
-    // The feedback, as rendered: ✅ / "passed", and no ❌.
-    await expect(feedback.filter({ hasText: /✅|\bpassed\b/i }).first()).toBeVisible();
-    await expect(feedback.filter({ hasText: /❌/ })).toHaveCount(0);
-    await feedback.first().scrollIntoViewIfNeeded();
-    test.info().annotations.push({ type: 'feedback', description: (await feedback.first().innerText()).slice(0, 200) });
-  }
-  await screenshot(page, `exercise__${path.posix.basename(exercise)}`);
-});
