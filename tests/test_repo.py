@@ -234,3 +234,10 @@ def test_notebook_count_check_fails_when_a_notebook_did_not_run(tmp_path):
     full = subprocess.run(args + ["notebooks"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert full.returncode == 0, full.stdout
     assert "all 2 notebooks executed and passed" in full.stdout
+
+
+def test_readme_module_table_names_every_module():
+    readme = (REPO / "README.md").read_text()
+    listed = set(re.findall(r"^\| `([a-z_]+)` \|", readme, flags=re.M))
+    modules = {m for m in MODULES if not m.startswith("__")}
+    assert modules <= listed, f"modules missing from the README's tl_helpers table: {sorted(modules - listed)}"
