@@ -23,7 +23,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 __all__ = [
     "CELL_TIMEOUT",
@@ -120,9 +120,22 @@ def run_notebook(path: str, extra_cell: str, marker: str, cell_timeout: int, res
     def save() -> None:
         Path(result_file).write_text(json.dumps(summary))
 
-    client = capped_client(nb, os.path.dirname(path), cell_timeout)
+    for attempt in (1, 2):  # a kernel that dies while starting (a loaded machine) gets one more start
+        client = capped_client(nb, os.path.dirname(path), cell_timeout)
+        started = _run_cells(client, nb, marker, summary, save)
+        if started or attempt == 2:
+            break
+    if not started:
+        summary["events"].append(f"kernel error: {summary.pop('kernel_start_error', 'the kernel did not start')}")
+    save()
+
+
+def _run_cells(client: Any, nb: Any, marker: str, summary: dict[str, Any], save: Callable[[], None]) -> bool:
+    """Start the kernel and execute ``nb``'s cells into ``summary``; whether the kernel started."""
+    started = False
     try:
         with client.setup_kernel():
+            started = True
             provisioner = getattr(client.km, "provisioner", None)
             summary["kernel_pid"] = getattr(provisioner, "pid", None)
             summary["kernel_pgid"] = getattr(provisioner, "pgid", None)
@@ -152,8 +165,11 @@ def run_notebook(path: str, extra_cell: str, marker: str, cell_timeout: int, res
                                 summary["results"] = json.loads(line[len(marker) :])
                 save()
     except Exception as exc:
-        summary["events"].append(f"kernel error: {type(exc).__name__}: {str(exc)[:200]}")
-    save()
+        if started:
+            summary["events"].append(f"kernel error: {type(exc).__name__}: {str(exc)[:200]}")
+        else:
+            summary["kernel_start_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+    return started
 
 
 def worker_main(job_file: str | os.PathLike) -> int:
