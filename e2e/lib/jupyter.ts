@@ -298,6 +298,7 @@ export async function interactWithAWidget(page: IJupyterLabPageFixture, nbPath: 
   const dropdown = outputs.locator('.widget-dropdown').first();
   const checkbox = outputs.locator('.widget-checkbox').first();
   const toggles = outputs.locator('.widget-toggle-buttons').first();
+  const radios = outputs.locator('.widget-radio-box').first(); // e.g. a self-check quiz question
   let control;
   let kind: string;
   if (await slider.count()) {
@@ -309,6 +310,9 @@ export async function interactWithAWidget(page: IJupyterLabPageFixture, nbPath: 
   } else if (await toggles.count()) {
     control = toggles;
     kind = 'toggle buttons';
+  } else if (await radios.count()) {
+    control = radios;
+    kind = 'radio buttons';
   } else {
     control = checkbox;
     kind = 'checkbox';
@@ -335,6 +339,8 @@ export async function interactWithAWidget(page: IJupyterLabPageFixture, nbPath: 
     await select.selectOption({ index: (current + 1) % options.length });
   } else if (kind === 'toggle buttons') {
     await control.locator('button:not(.mod-active)').first().click();
+  } else if (kind === 'radio buttons') {
+    await control.locator('input[type="radio"]').first().click(); // answers the question: feedback appears
   } else {
     await control.locator('input[type="checkbox"]').click();
   }
