@@ -300,7 +300,7 @@ class _Tiny(nn.Module):
 
 
 def test_accuracy_split_mode_and_leakage():
-    from tl_helpers.checks import _accuracy_on
+    from tl_helpers.checks.core import accuracy_on as _accuracy_on
 
     model = _Tiny().eval()
     train, test = fake_images(20, size=16), fake_images(8, offset=500, size=16, seed=1)

@@ -38,7 +38,18 @@ def test_environment_yml_installs_pyproject_without_own_pins():
 
 
 PACKAGE = REPO / "tl_helpers"
-MODULES = sorted(p.stem for p in PACKAGE.glob("*.py"))
+# modules and sub-packages: "checks" is tl_helpers/checks/__init__.py, "checks.core" its module core.py
+MODULES = sorted(
+    [p.stem for p in PACKAGE.glob("*.py")]
+    + [p.parent.name for p in PACKAGE.glob("*/__init__.py")]
+    + [f"{p.parent.name}.{p.stem}" for p in PACKAGE.glob("*/*.py") if p.stem != "__init__"]
+)
+
+
+def module_file(module: str) -> Path:
+    if "." in module:
+        return PACKAGE / (module.replace(".", "/") + ".py")
+    return PACKAGE / module / "__init__.py" if (PACKAGE / module).is_dir() else PACKAGE / f"{module}.py"
 
 _FLOOR = {"device", "files", "paths"}
 LAYERS = {  # module -> the tl_helpers modules it may import
@@ -117,10 +128,11 @@ def package_imports(tree: ast.AST) -> tuple[set[str], list[str]]:
 
 @pytest.mark.parametrize("module", MODULES)
 def test_layering(module):
-    assert module in LAYERS, f"tl_helpers/{module}.py is not placed in a layer: add it to LAYERS in {__file__}"
-    imported, private = package_imports(ast.parse((PACKAGE / f"{module}.py").read_text()))
-    imported.discard(module)
-    assert imported <= LAYERS[module], f"{module} imports {sorted(imported - LAYERS[module])}"
+    layer = module.split(".")[0]  # a sub-package's modules share its layer
+    assert layer in LAYERS, f"tl_helpers/{module}.py is not placed in a layer: add it to LAYERS in {__file__}"
+    imported, private = package_imports(ast.parse(module_file(module).read_text()))
+    imported.discard(layer)
+    assert imported <= LAYERS[layer], f"{module} imports {sorted(imported - LAYERS[layer])}"
     assert not private, f"{module} uses private names of other modules: {private} (make what is shared public)"
 
 
@@ -239,5 +251,5 @@ def test_notebook_count_check_fails_when_a_notebook_did_not_run(tmp_path):
 def test_readme_module_table_names_every_module():
     readme = (REPO / "README.md").read_text()
     listed = set(re.findall(r"^\| `([a-z_]+)` \|", readme, flags=re.M))
-    modules = {m for m in MODULES if not m.startswith("__")}
+    modules = {m for m in MODULES if not m.startswith("__") and "." not in m}
     assert modules <= listed, f"modules missing from the README's tl_helpers table: {sorted(modules - listed)}"

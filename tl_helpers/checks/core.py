@@ -1,0 +1,251 @@
+"""The checks' machinery: results, the registry, ``check()``/``run_check()`` and helpers shared by topics.
+
+Checks test *behaviour*, not one exact answer: they look at what the learner's objects do (which
+parameters require gradients, whether BatchNorm statistics move in train mode, what a model outputs
+for a small batch, which parameters an optimizer holds...), so any correct solution passes and each
+common mistake gets a targeted message. Every check works on copies and tiny inputs, runs in a few
+seconds on a CPU, and never modifies the learner's objects.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CHECKS",
+    "REFERENCE",
+    "Check",
+    "CheckResult",
+    "accuracy_on",
+    "batchnorms",
+    "check",
+    "fail",
+    "files_of",
+    "fmt",
+    "head_parameter_ids",
+    "is_finite_number",
+    "learner_error",
+    "ok",
+    "optimizer_kind",
+    "optimizer_param_ids",
+    "optimizer_vs_trainable",
+    "preprocessing_of",
+    "probe_images",
+    "reference_extractor",
+    "register",
+    "run_check",
+]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    passed: bool
+    feedback: str
+
+    def __repr__(self) -> str:  # short: the message was already printed by check()
+        return f"<{'passed' if self.passed else 'failed'}>"
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    points: int
+    description: str
+    function: Callable[..., CheckResult] = field(repr=False)
+
+
+CHECKS: dict[str, Check] = {}
+
+
+def register(id: str, points: int, description: str):
+    def wrap(function: Callable[..., CheckResult]) -> Callable[..., CheckResult]:
+        CHECKS[id] = Check(id, points, description, function)
+        return function
+
+    return wrap
+
+
+def ok(message: str) -> CheckResult:
+    return CheckResult(True, message)
+
+
+def fail(message: str) -> CheckResult:
+    return CheckResult(False, message)
+
+
+def run_check(id: str, *objects: Any) -> CheckResult:
+    """Run one check and return its result (a crash inside the check is a failed result, not an exception)."""
+    if id not in CHECKS:
+        raise KeyError(f"Unknown check {id!r}. Known checks: {', '.join(sorted(CHECKS))}")
+    try:
+        result = CHECKS[id].function(*objects)
+    except NotImplementedError:
+        return fail("Not done yet: the exercise cell still raises NotImplementedError.")
+    except Exception as exc:  # a wrong object type, a model that cannot run...
+        return fail(f"The check could not use your objects: {type(exc).__name__}: {exc}")
+    if not isinstance(result, CheckResult):  # pragma: no cover - our own bug
+        return fail(f"internal error in check {id!r}")
+    return result
+
+
+def check(id: str, *objects: Any) -> CheckResult:
+    """Check an exercise and print ✅ or ❌ with a specific hint. Never raises on a wrong answer.
+
+    Raises:
+        KeyError: ``id`` is not a known check (a typo in the notebook).
+    """
+    result = run_check(id, *objects)
+    points = CHECKS[id].points
+    mark = "✅" if result.passed else "❌"
+    print(f"{mark} {id} ({points if result.passed else 0}/{points} points): {result.feedback}")
+    return result
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def head_parameter_ids(model: nn.Module) -> set[int]:
+    """ids of the parameters of the classification head (timm's ``get_classifier()`` or the last Linear)."""
+    from tl_helpers.models import get_head
+
+    ids: set[int] = set()
+    if hasattr(model, "get_classifier"):
+        head = model.get_classifier()
+        if isinstance(head, nn.Module):
+            ids |= {id(p) for p in head.parameters()}
+    try:
+        ids |= {id(p) for p in get_head(model).parameters()}
+    except ValueError:
+        pass
+    if not ids:
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if linears:
+            ids = {id(p) for p in linears[-1].parameters()}
+    return ids
+
+
+def optimizer_param_ids(optimizer: Any) -> list[int]:
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"expected a torch.optim optimizer, got {type(optimizer).__name__}")
+    return [id(p) for group in optimizer.param_groups for p in group["params"]]
+
+
+def batchnorms(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def probe_images(n: int = 4, size: int = 64, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, size, size, generator=g)
+
+
+def preprocessing_of(model: Any):
+    from tl_helpers.models import get_preprocessing
+
+    if isinstance(model, str):
+        return get_preprocessing(model)
+    try:
+        return get_preprocessing(model)
+    except Exception:
+        return get_preprocessing("efficientnet_lite0")
+
+
+def files_of(data: Any) -> list[str]:
+    if hasattr(data, "files"):
+        return list(data.files)
+    if isinstance(data, (list, tuple)):
+        return [x[0] if isinstance(x, (list, tuple)) else str(x) for x in data]
+    raise TypeError(f"expected ImageTensors or a list of file names, got {type(data).__name__}")
+
+
+def fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+REFERENCE: dict[str, nn.Module] = {}
+
+
+def reference_extractor() -> nn.Module:
+    if "lite0" not in REFERENCE:
+        from tl_helpers.models import load_backbone
+
+        model = load_backbone("efficientnet_lite0").eval()
+        model.reset_classifier(0)
+        REFERENCE["lite0"] = model
+    return REFERENCE["lite0"]
+
+
+def optimizer_vs_trainable(optimizer: Any, model: nn.Module) -> CheckResult | None:
+    in_opt = optimizer_param_ids(optimizer)
+    names = {id(p): n for n, p in model.named_parameters()}
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    if not in_opt:
+        return fail(
+            "The optimizer received no parameters at all, so training changes nothing (accuracy stays "
+            "near chance, and no error is raised). A common cause: a model.parameters() generator (or "
+            "a (p for p in ...) expression) that was already consumed, e.g. by counting parameters. "
+            "Make it a list: params = [p for p in model.parameters() if p.requires_grad]."
+        )
+    frozen = [names.get(i, "?") for i in in_opt if i not in trainable]
+    if frozen:
+        return fail(
+            f"Frozen parameters were handed to the optimizer ({len(frozen)} tensors, e.g. {frozen[0]}): "
+            "pass only parameters with requires_grad=True (they would otherwise cost memory, and "
+            "weight decay can still change them)."
+        )
+    missing = [names[i] for i in trainable if i not in set(in_opt)]
+    if missing:
+        return fail(
+            f"{len(missing)} trainable tensor(s) are missing from the optimizer, e.g. {missing[0]}: they "
+            "will never be updated. Build the optimizer after freezing/replacing the head, from "
+            "[p for p in model.parameters() if p.requires_grad]."
+        )
+    return None
+
+
+def accuracy_on(model: nn.Module, data: Any, train_mode: bool = False, limit: int = 2000) -> float:
+    from tl_helpers.data import BatchTransform
+
+    pre = preprocessing_of(model)
+    size = int(data.images.shape[-1])
+    transform = BatchTransform(pre.mean, pre.std, size, pre.interpolation)
+    net = copy.deepcopy(model).cpu().float()
+    net.train(train_mode)
+    correct, n = 0, 0
+    with torch.no_grad():
+        for start in range(0, min(len(data), limit), 100):
+            x = transform.transform(data.images[start : start + 100])
+            y = data.labels[start : start + 100]
+            correct += int((net(x).argmax(1) == y).sum())
+            n += len(y)
+    return correct / n
+
+
+def optimizer_kind(optimizer: torch.optim.Optimizer) -> str:
+    return "adam" if "adam" in type(optimizer).__name__.lower() else "sgd"
+
+
+def learner_error(exc: BaseException, what: str) -> CheckResult:
+    """A crash inside the learner's own function, reported with the line of their code that failed."""
+    import traceback
+
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if "tl_helpers" not in f.filename and "site-packages" not in f.filename
+    ]
+    where = f" at line {frames[-1].lineno}: `{(frames[-1].line or '').strip()}`" if frames else ""
+    return fail(f"Your {what} raised {type(exc).__name__}: {exc}{where}. Fix that line, then re-run the check.")
+
+
+def is_finite_number(x: Any) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,249 @@
+"""Checks of notebook 08's exercises: masked mean pooling, sentence embeddings, probes and BERT learning rates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from tl_helpers.checks.core import (
+    REFERENCE,
+    CheckResult,
+    fail,
+    fmt,
+    is_finite_number,
+    learner_error,
+    ok,
+    register,
+)
+
+__all__: list[str] = []  # checks register themselves in CHECKS; nothing else is public
+
+
+def text_reference() -> tuple[nn.Module, Any]:
+    if "minilm" not in REFERENCE:
+        from tl_helpers.text import load_encoder
+
+        REFERENCE["minilm"] = load_encoder()  # type: ignore[assignment]
+    return REFERENCE["minilm"]  # type: ignore[return-value]
+
+
+def _as_tensor(x: Any) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu()
+    import numpy as np
+
+    return torch.as_tensor(np.asarray(x), dtype=torch.float32)
+
+
+@register("text_mean_pool", 2, "mean pooling over the real tokens only (the attention mask)")
+def _check_text_mean_pool(mean_pool: Any) -> CheckResult:
+    if not callable(mean_pool):
+        return fail(f"Expected a function mean_pool(hidden, attention_mask), got {type(mean_pool).__name__}.")
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 6, 4, generator=g)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0]])
+    keep = hidden.clone(), mask.clone()
+    try:
+        out = mean_pool(hidden, mask)
+    except Exception as exc:  # noqa: BLE001 - the learner's code
+        return learner_error(exc, "mean_pool")
+    if not torch.equal(hidden, keep[0]) or not torch.equal(mask, keep[1]):
+        return fail("mean_pool changed its inputs in place; compute a new tensor instead.")
+    out = _as_tensor(out)
+    if tuple(out.shape) != (3, 4):
+        return fail(
+            f"Expected one vector per sentence, shape (batch, hidden) = (3, 4); got {tuple(out.shape)}. "
+            "Average over the token dimension (dim=1)."
+        )
+    m = mask.unsqueeze(-1).float()
+    right = (hidden * m).sum(1) / m.sum(1)
+    if torch.allclose(out, right, atol=1e-5):
+        return ok("Padding is ignored: each sentence is the mean of its real tokens.")
+    if torch.allclose(out, hidden.mean(1), atol=1e-5):
+        return fail(
+            "Padding included in the mean: the padded positions are averaged in, so a sentence's vector "
+            "depends on its batch-mates. Multiply by the attention mask and divide by the number of real "
+            "tokens."
+        )
+    if torch.allclose(out, (hidden * m).sum(1) / hidden.shape[1], atol=1e-5):
+        return fail(
+            "You zeroed the padding but divided by the padded length: divide by the number of real tokens "
+            "(the mask's sum per sentence) instead."
+        )
+    if torch.allclose(out, hidden[:, 0], atol=1e-5):
+        return fail(
+            "This is the first token's ([CLS]) vector, not the mean over tokens; this encoder was trained "
+            "with mean pooling."
+        )
+    return fail(
+        "The result is not the mean over the real tokens. Per sentence: sum hidden * mask over tokens, "
+        "divide by mask.sum()."
+    )
+
+
+_LONG = " ".join(["the film is long and the story goes on"] * 80)  # about 700 word pieces
+_SENTENCES = ["not bad .", "a gorgeous , witty , seductive movie that never loses its sense of humour ."]
+
+
+def _variants(sentences: list[str]) -> dict[str, torch.Tensor]:
+    from tl_helpers.text import mean_pool
+
+    encoder, tokenizer = text_reference()
+    batch = tokenizer(sentences, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad():
+        with_mask = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        no_mask = encoder(input_ids=ids).last_hidden_state
+    return {
+        "right": mean_pool(with_mask, mask),
+        "mask_not_passed": mean_pool(no_mask, mask),
+        "padding_in_mean": with_mask.mean(1),
+        "neither": no_mask.mean(1),
+        "cls": with_mask[:, 0],
+    }
+
+
+@register("text_embed", 3, "sentence embeddings: attention mask passed, padding ignored, truncation on, eval mode")
+def _check_text_embed(embed_sentences: Any) -> CheckResult:
+    if not callable(embed_sentences):
+        return fail(f"Expected a function embed_sentences(sentences), got {type(embed_sentences).__name__}.")
+    try:
+        first = _as_tensor(embed_sentences(list(_SENTENCES)))
+        second = _as_tensor(embed_sentences(list(_SENTENCES)))
+    except Exception as exc:  # noqa: BLE001
+        return learner_error(exc, "embed_sentences")
+    if tuple(first.shape) != (2, 384):
+        return fail(f"Expected one 384-number vector per sentence, shape (2, 384); got {tuple(first.shape)}.")
+    if not torch.allclose(first, second, atol=1e-5):
+        return fail(
+            "Two calls on the same sentences gave different vectors: the encoder is in train mode, so "
+            "dropout is on. Call encoder.eval() (and compute under torch.no_grad())."
+        )
+    refs = _variants(list(_SENTENCES))
+    close = {name: bool(torch.allclose(first, ref, atol=2e-3, rtol=1e-3)) for name, ref in refs.items()}
+    if not close["right"]:
+        messages = {
+            "mask_not_passed": "Attention mask not passed to the encoder: the short sentence's tokens attend to the "
+            "padding. Call encoder(input_ids=..., attention_mask=...) (or encoder(**batch)).",
+            "padding_in_mean": "Padding included in the mean: pool with the attention mask (your mean_pool), not "
+            ".mean(1).",
+            "neither": "Attention mask not passed to the encoder, and padding included in the mean: pass "
+            "attention_mask to the encoder and pool with it.",
+            "cls": "This is the [CLS] token's vector; this encoder was trained with mean pooling over the tokens.",
+        }
+        for name, message in messages.items():
+            if close[name]:
+                return fail(message)
+        return fail(
+            "These are not the encoder's mean-pooled embeddings. Tokenize with padding, run the encoder "
+            "with the attention mask, then average the real tokens."
+        )
+    try:
+        long_vec = _as_tensor(embed_sentences([_LONG, "short ."]))
+    except Exception as exc:  # noqa: BLE001
+        text = str(exc).lower()
+        if isinstance(exc, (IndexError, RuntimeError)) or "index" in text or "size" in text:
+            return fail(
+                "Truncation off: a sentence longer than the encoder's 512 positions crashes it "
+                f"({type(exc).__name__}). Tokenize with truncation=True (and a max_length such as 128)."
+            )
+        return learner_error(exc, "embed_sentences")
+    if tuple(long_vec.shape) != (2, 384):
+        return fail(f"For two sentences (one very long) expected shape (2, 384); got {tuple(long_vec.shape)}.")
+    return ok("Mean-pooled embeddings with the attention mask, truncation on, deterministic (eval mode).")
+
+
+@register("text_frozen_encoder", 2, "an encoder ready for feature extraction: frozen, dropout off")
+def _check_text_frozen_encoder(encoder: Any) -> CheckResult:
+    if not isinstance(encoder, nn.Module):
+        return fail(f"Expected the encoder (an nn.Module), got {type(encoder).__name__}.")
+    trainable = sum(p.numel() for p in encoder.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in encoder.parameters())
+    if trainable:
+        return fail(
+            f"The encoder is left trainable: {trainable:,} of {total:,} parameters still require "
+            "gradients. For feature extraction set requires_grad=False on every parameter."
+        )
+    if encoder.training or any(m.training for m in encoder.modules()):
+        return fail(
+            "The encoder is frozen but in train mode: dropout is on, so the same sentence gets a different "
+            "embedding each time. Call encoder.eval()."
+        )
+    return ok(f"All {total:,} parameters frozen and dropout off.")
+
+
+def _shared_rows(X_fit: torch.Tensor, X_test: torch.Tensor, tol: float = 1e-3) -> int:
+    """How many rows of ``X_test`` also appear (up to float noise) in ``X_fit``."""
+    shared = 0
+    for chunk in X_test.split(512):
+        shared += int((torch.cdist(chunk, X_fit).min(1).values < tol * (1 + chunk.norm(dim=1))).sum())
+    return shared
+
+
+@register("text_probe", 3, "a probe fitted on training sentences only, scored on the test sentences")
+def _check_text_probe(clf: Any, X_fit: Any, y_fit: Any, X_test: Any, y_test: Any, test_acc: Any) -> CheckResult:
+    if not hasattr(clf, "predict"):
+        return fail(f"clf should be a fitted classifier with .predict(); got {type(clf).__name__}.")
+    X_fit, X_test = _as_tensor(X_fit), _as_tensor(X_test)
+    y_fit, y_test = torch.as_tensor(_as_tensor(y_fit)).long(), torch.as_tensor(_as_tensor(y_test)).long()
+    if X_fit.ndim != 2 or X_test.ndim != 2 or X_fit.shape[1] != X_test.shape[1]:
+        return fail(
+            f"X_fit and X_test should be (sentences, features) tables with the same width; got "
+            f"{tuple(X_fit.shape)} and {tuple(X_test.shape)}."
+        )
+    shared = _shared_rows(X_fit, X_test)
+    if shared:
+        return fail(
+            f"Test sentences used for fitting: {shared} of the {len(X_test)} test embeddings are also in "
+            "X_fit. Fit on the training sentences only; the test set is for the final score."
+        )
+    if not is_finite_number(test_acc):
+        return fail(f"test_acc should be a number, got {type(test_acc).__name__}.")
+    measured = float((torch.as_tensor(clf.predict(X_test.numpy())) == y_test).float().mean())
+    if abs(float(test_acc) - measured) > 1e-6 and abs(float(test_acc) / 100 - measured) > 1e-4:
+        return fail(
+            f"test_acc = {float(test_acc):.4f}, but clf scores {measured:.4f} on X_test: report the "
+            "accuracy of this classifier on the test embeddings."
+        )
+    fit_acc = float((torch.as_tensor(clf.predict(X_fit.numpy())) == y_fit).float().mean())
+    if measured < 0.62:
+        return fail(
+            f"Test accuracy {measured:.1%} is low for this encoder (a probe on 200 sentences reaches about "
+            f"70 %); training accuracy is {fit_acc:.1%}. Check that X_fit and y_fit belong together."
+        )
+    return ok(f"Fitted on {len(X_fit)} training sentences only; test accuracy {measured:.1%}.")
+
+
+@register("text_fine_tune_lr", 2, "fine-tuning a BERT-family model: every parameter, a low learning rate")
+def _check_text_fine_tune_lr(optimizer: Any, model: Any) -> CheckResult:
+    if not isinstance(optimizer, torch.optim.Optimizer) or not isinstance(model, nn.Module):
+        return fail("Expected a torch optimizer and the model (encoder + new head).")
+    in_optimizer = {id(p): float(g["lr"]) for g in optimizer.param_groups for p in g["params"]}
+    head = getattr(model, "head", None)
+    head_ids = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+    encoder_params = [p for p in model.parameters() if id(p) not in head_ids]
+    if head_ids and not head_ids & set(in_optimizer):
+        return fail(
+            "The new head is not in the optimizer: it would stay random. Build the optimizer from model.parameters()."
+        )
+    if not any(id(p) in in_optimizer for p in encoder_params):
+        return fail(
+            "Only the head trains: that is feature extraction, not fine-tuning. Give the optimizer the "
+            "encoder's parameters too (model.parameters())."
+        )
+    frozen = sum(p.numel() for p in encoder_params if not p.requires_grad)
+    if frozen:
+        return fail(f"{frozen:,} encoder parameters are frozen (requires_grad=False): fine-tuning updates them all.")
+    lrs = [in_optimizer[id(p)] for p in encoder_params if id(p) in in_optimizer]
+    top, low = max(lrs), min(lrs)
+    if top > 2e-4:
+        return fail(
+            f"Learning rate far too high for a BERT-family model: {fmt(top)} on the pretrained encoder "
+            "wrecks what it learned (training often collapses to one class). Use about 2e-5 to 5e-5 "
+            "with AdamW."
+        )
+    if low < 1e-6:
+        return fail(f"Learning rate {fmt(low)} is so low that nothing moves in a few epochs; use 2e-5 to 5e-5.")
+    return ok(f"Every parameter trains, encoder learning rate {fmt(top)}: the usual range for BERT-family models.")

@@ -1,0 +1,86 @@
+"""Checks on data: train/test splits and the pretrained model's input normalisation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from tl_helpers.checks.core import (
+    CheckResult,
+    fail,
+    files_of,
+    ok,
+    preprocessing_of,
+    register,
+)
+
+__all__ = ["check_split_leakage"]
+
+
+@register("normalisation", 2, "inputs scaled to [0, 1] and normalised with the pretrained model's mean/std")
+def _check_normalisation(transform: Any, model: Any = "efficientnet_lite0") -> CheckResult:
+    pre = preprocessing_of(model)
+    fn = transform
+    if isinstance(transform, torch.utils.data.DataLoader):
+        fn = getattr(transform.collate_fn, "transform", None)
+        if fn is None:
+            return fail("This loader has no normalising transform; build it with data.make_loader(..., mean=, std=).")
+    if not callable(fn):
+        return fail("Pass your normalising function (uint8 images -> float tensor) or your DataLoader.")
+    # constant images survive any resizing, so this works at any output size
+    values = torch.tensor([0, 128, 255], dtype=torch.uint8)
+    images = values.view(3, 1, 1, 1).expand(3, 3, 64, 64).contiguous()
+    out = fn(images.clone())
+    out = torch.as_tensor(out).float()
+    if out.ndim != 4 or out.shape[0] != 3 or out.shape[1] != 3:
+        return fail(f"Expected a batch N x 3 x H x W back, got shape {tuple(out.shape)}.")
+    got = out.mean(dim=(2, 3))  # 3 images x 3 channels
+    mean = torch.tensor(pre.mean).view(1, 3)
+    std = torch.tensor(pre.std).view(1, 3)
+    expected = (values.float().view(3, 1) / 255 - mean) / std
+    if torch.allclose(got, expected, atol=2e-3):
+        return ok(f"Inputs are scaled to [0, 1] and normalised with mean={pre.mean}, std={pre.std}.")
+    if float(got.abs().max()) > 20:
+        return fail("Values are far too large: divide the uint8 pixels by 255 before normalising.")
+    if torch.allclose(got, values.float().view(3, 1).expand(3, 3) / 255, atol=2e-3):
+        return fail(
+            f"You scaled to [0, 1] but did not normalise: subtract mean={pre.mean} and divide by "
+            f"std={pre.std} (models.get_preprocessing(model))."
+        )
+    imagenet_mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3)
+    imagenet_std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3)
+    wrong = (values.float().view(3, 1) / 255 - imagenet_mean) / imagenet_std
+    if torch.allclose(got, wrong, atol=2e-3):
+        return fail(
+            f"Wrong normalisation for this pretrained model: those are the torchvision ImageNet "
+            f"statistics, but these weights expect mean={pre.mean}, std={pre.std}. Always ask "
+            "models.get_preprocessing(model) instead of copying numbers."
+        )
+    swapped = (values.float().view(3, 1) / 255 - std) / mean
+    if torch.allclose(got, swapped, atol=2e-3) and not torch.allclose(mean, std):
+        return fail("Mean and std are swapped: x = (x - mean) / std.")
+    return fail(
+        f"A black/grey/white image should become {expected[:, 0].tolist()} (channel 0) but became "
+        f"{[round(v, 3) for v in got[:, 0].tolist()]}. Use x = (pixels / 255 - mean) / std with "
+        f"mean={pre.mean}, std={pre.std}."
+    )
+
+
+@register("split_leakage", 2, "train and test sets are disjoint and both cover the classes")
+def check_split_leakage(train_data: Any, test_data: Any) -> CheckResult:
+    train, test = files_of(train_data), files_of(test_data)
+    if not train or not test:
+        return fail("One of the sets is empty.")
+    shared = sorted(set(train) & set(test))
+    if shared:
+        return fail(
+            f"Data leakage: {len(shared)} test image(s) are also in the training set (e.g. {shared[0]}). "
+            "Test images must never be seen in training: take the test set from data['test'], the "
+            "training set from data['train']."
+        )
+    for name, data in (("training", train_data), ("test", test_data)):
+        labels = getattr(data, "labels", None)
+        if labels is not None and len(torch.as_tensor(labels).unique()) < 2:
+            return fail(f"The {name} set has a single class; use a class-balanced subset such as .per_class(n).")
+    return ok(f"{len(train)} training and {len(test)} test images, no overlap.")

@@ -1,0 +1,56 @@
+"""Which check grades which notebook variables: one row per graded check, one block per exercise notebook.
+
+The batch grader (:mod:`tl_helpers.grading`) re-runs exactly these checks, on the variables named
+here, in the submission's kernel. A new exercise is one topic module and one block of rows here.
+"""
+
+from __future__ import annotations
+
+from tl_helpers.checks.core import CHECKS
+
+__all__ = ["ASSIGNMENTS", "total_points"]
+
+# notebook stem -> [(gradebook column, check id, notebook variables passed to the check)]
+ASSIGNMENTS: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
+    "02_feature_extraction_exercises": [
+        ("normalisation", "normalisation", ("normalise", "model")),
+        ("feature_extractor", "feature_extractor", ("extractor",)),
+        ("split_leakage", "split_leakage", ("train_small", "test_small")),
+        ("probe_accuracy", "probe_accuracy", ("acc", "clf", "X_train", "y_train", "X_test", "y_test")),
+    ],
+    "03_freezing_exercises": [
+        ("freeze_backbone", "freeze_backbone", ("model",)),
+        ("bn_frozen", "bn_frozen", ("model",)),
+        ("trainable_count", "trainable_count", ("n_trainable", "model")),
+        ("optimizer_params", "optimizer_params", ("optimizer", "model")),
+    ],
+    "04_replacing_the_head_exercises": [
+        ("replace_head", "replace_head", ("model",)),
+        ("replace_head_resnet", "replace_head", ("resnet",)),
+        ("evaluate_mode", "evaluate_mode", ("evaluate_accuracy",)),
+    ],
+    "05_fine_tuning_low_lr_exercises": [
+        ("fine_tune_lr", "fine_tune_lr", ("optimizer", "model")),
+        ("discriminative_lr", "discriminative_lr", ("optimizer_groups", "model")),
+        ("accuracy", "accuracy", ("test_acc", "model", "train_small", "test_small")),
+    ],
+    "08_transfer_in_language_exercises": [
+        ("mean_pool", "text_mean_pool", ("mean_pool",)),
+        ("embed", "text_embed", ("embed_sentences",)),
+        ("frozen_encoder", "text_frozen_encoder", ("encoder",)),
+        ("probe", "text_probe", ("clf", "X_fit", "y_fit", "X_test", "y_test", "test_acc")),
+        ("fine_tune_lr", "text_fine_tune_lr", ("optimizer", "model")),
+    ],
+    "06_capstone_quick_check_exercises": [
+        ("split_leakage", "split_leakage", ("train_small", "test_small")),
+        ("normalisation", "normalisation", ("train_loader", "model")),
+        ("optimizer_params", "optimizer_params", ("optimizer", "model")),
+        ("fine_tune_lr", "fine_tune_lr", ("optimizer", "model")),
+        ("accuracy", "accuracy", ("test_acc", "model", "train_small", "test_small")),
+    ],
+}
+
+
+def total_points(assignment: str) -> int:
+    """The points an assignment is worth (the sum over its graded checks)."""
+    return sum(CHECKS[cid].points for _, cid, _ in ASSIGNMENTS[assignment])
