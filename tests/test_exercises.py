@@ -15,14 +15,15 @@ from tl_helpers.cli import main
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_strip_solution_keeps_indentation_and_hint():
+def test_strip_solution_keeps_indentation_and_names_the_hint():
     source = (
-        "def f(x):\n    ### BEGIN SOLUTION\n    # HINT: square it\n    return x * x\n    ### END SOLUTION\n"
+        "def f(x):\n    ### BEGIN SOLUTION\n    # EXERCISE: square\n    return x * x\n    ### END SOLUTION\n"
         "y = 1\n### BEGIN SOLUTION\nz = 2\n### END SOLUTION"
     )
     out = exercises.strip_solution(source)
-    assert "return x * x" not in out and "z = 2" not in out
-    assert "    raise NotImplementedError('square it')" in out
+    assert "return x * x" not in out and "z = 2" not in out and "EXERCISE" not in out
+    assert f"    raise NotImplementedError({exercises.placeholder('square')!r})" in out
+    assert 'hint("square")' in out
     assert f"raise NotImplementedError({exercises.DEFAULT_HINT!r})" in out
     assert "y = 1" in out
     compile(out, "cell", "exec")
@@ -34,6 +35,8 @@ def test_strip_solution_keeps_indentation_and_hint():
         "### BEGIN SOLUTION\nx = 1",
         "x = 1\n### END SOLUTION",
         "### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION",
+        "### BEGIN SOLUTION\n# HINT: x = 1 would be released\nx = 1\n### END SOLUTION",
+        "### BEGIN SOLUTION\n# EXERCISE: a\n# EXERCISE: b\nx = 1\n### END SOLUTION",
     ],
 )
 def test_broken_markers_are_reported(bad):
@@ -59,6 +62,64 @@ def test_exercises_hide_every_solution_and_stay_valid():
                 compile(cell.source, path.name, "exec")
         assert exercise.metadata.kernelspec.name == "python3"
         assert len(exercise.cells) == len(solution.cells)
+
+
+def _solution_lines(source: str) -> list[str]:
+    """The code lines inside the solution regions of a cell (comments and trivial lines left out)."""
+    lines, inside = [], False
+    for line in source.splitlines():
+        s = line.strip()
+        if s in (exercises.BEGIN, exercises.END):
+            inside = s == exercises.BEGIN
+        elif inside and s and not s.startswith("#") and len(s) >= 12:
+            lines.append(s)
+    return lines
+
+
+def test_released_exercises_contain_no_answer_line():
+    """No code line of a solution region appears anywhere in the released notebook (code, comments, text)."""
+    for path in sorted((REPO / "solutions").glob("*.ipynb")):
+        solution = nbformat.read(path, as_version=4)
+        released = (REPO / "exercises" / path.name).read_text()
+        released_sources = "\n".join(c.source for c in nbformat.reads(released, as_version=4).cells)
+        given = {line.strip() for c in solution.cells for line in exercises.strip_solution(c.source).splitlines()}
+        for cell in solution.cells:
+            if cell.cell_type != "code":
+                continue
+            for line in _solution_lines(cell.source):
+                if line in given:  # the same line is also given outside the answers (boilerplate)
+                    continue
+                assert line not in released_sources, f"{path.name}: the answer line {line!r} is released"
+
+
+def test_every_exercise_region_names_hints_with_three_steps():
+    from tl_helpers.checks import HINTS
+
+    for path in sorted((REPO / "solutions").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        regions = [c.source for c in nb.cells if c.cell_type == "code" and exercises.BEGIN in c.source]
+        for source in regions:
+            ids = exercises.exercise_ids(source)
+            assert ids, f"{path.name}: a solution region without '# EXERCISE: <id>': {source[:80]!r}"
+            for exercise in ids:
+                assert exercise in HINTS, f"{path.name}: no hints registered for {exercise!r}"
+                steps = HINTS[exercise].steps
+                assert len(set(steps)) == 3 and all(len(s) > 20 for s in steps), exercise
+
+
+def test_hint_gives_the_steps_in_order_and_counts(capsys):
+    from tl_helpers.checks import hints
+
+    hints.reset_hints()
+    name = sorted(hints.HINTS)[0]
+    shown = [hints.hint(name) for _ in range(4)]
+    for step, text in enumerate(hints.HINTS[name].steps[:3], 1):
+        assert f"hint {step}/3" in shown[step - 1] and text in shown[step - 1]
+    assert "last hint" in shown[3] and hints.HINTS[name].code in shown[3]
+    assert hints.hints_used() == {name: 4}
+    with pytest.raises(KeyError, match="No hints for"):
+        hints.hint("no_such_exercise")
+    hints.reset_hints()
 
 
 def test_solutions_stored_clean_and_cover_topics():

@@ -51,6 +51,7 @@ def module_file(module: str) -> Path:
         return PACKAGE / (module.replace(".", "/") + ".py")
     return PACKAGE / module / "__init__.py" if (PACKAGE / module).is_dir() else PACKAGE / f"{module}.py"
 
+
 _FLOOR = {"device", "files", "paths"}
 LAYERS = {  # module -> the tl_helpers modules it may import
     "__init__": set(),

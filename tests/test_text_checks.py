@@ -177,7 +177,9 @@ def test_probe_mistakes_are_named():
         y_test,
         clf.score(X_fit.numpy(), y_fit.numpy()) + 0.01,
     )
-    shuffled = LogisticRegression(max_iter=1000).fit(X_fit.numpy(), y_fit[torch.randperm(300, generator=torch.Generator().manual_seed(1))].numpy())
+    shuffled = LogisticRegression(max_iter=1000).fit(
+        X_fit.numpy(), y_fit[torch.randperm(300, generator=torch.Generator().manual_seed(1))].numpy()
+    )
     fails_with(
         "text_probe", "is low", shuffled, X_fit, y_fit, X_test, y_test, shuffled.score(X_test.numpy(), y_test.numpy())
     )

@@ -1,10 +1,15 @@
 """Generate ``exercises/`` from ``solutions/``: ``python -m tl_helpers exercises build | check``.
 
 Every region between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` (nbgrader's
-markers) is replaced, at the marker's indentation, by::
+markers, so nbgrader's ClearSolutions strips the same regions) is replaced, at the marker's
+indentation, by::
 
     # YOUR CODE HERE
-    raise NotImplementedError("<the region's # HINT: line, or a default>")
+    raise NotImplementedError('Your code here (the task is above). Stuck? hint("freeze_backbone")')
+
+The exercise id comes from the region's ``# EXERCISE: freeze_backbone`` line; its hints live in
+the package (:mod:`tl_helpers.checks.hints`), never in the notebook, so the released placeholder
+says what to do but never how. A ``# HINT:`` line in a region is an error (it would be released).
 
 Outputs and execution counts are stripped. ``check`` regenerates in memory and
 fails (exit 1) when a committed exercise differs from its solution or has no
@@ -28,7 +33,9 @@ __all__ = [
     "build",
     "differences",
     "expected_exercises",
+    "exercise_ids",
     "make_exercise",
+    "placeholder",
     "render",
     "strip_solution",
 ]
@@ -36,7 +43,20 @@ __all__ = [
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
 DEFAULT_HINT = "Write your solution here, then run the check cell below."
-_HINT = re.compile(r"^\s*#\s*HINT:\s*(.*?)\s*$")
+_EXERCISE = re.compile(r"^\s*#\s*EXERCISE:\s*([A-Za-z0-9_]+)\s*$")
+_HINT = re.compile(r"^\s*#\s*HINT\b")
+
+
+def placeholder(exercise: str | None) -> str:
+    """The message the released stub raises: what to do and how to ask for a hint, never the answer."""
+    if not exercise:
+        return DEFAULT_HINT
+    return f'Your code here (the task is above). Stuck? hint("{exercise}")'
+
+
+def exercise_ids(source: str) -> list[str]:
+    """The ``# EXERCISE: id`` names inside the solution regions of ``source``."""
+    return [m.group(1) for m in map(_EXERCISE.match, source.splitlines()) if m]
 
 
 class SolutionMarkupError(ValueError):
@@ -57,9 +77,17 @@ def strip_solution(source: str, where: str = "cell") -> str:
         elif stripped == END:
             if region is None:
                 raise SolutionMarkupError(f"{where}, line {number}: {END} without {BEGIN}")
-            hints = [m.group(1) for m in map(_HINT.match, region) if m]
-            hint = " ".join(hints) or DEFAULT_HINT
-            out += [f"{indent}# YOUR CODE HERE", f"{indent}raise NotImplementedError({hint!r})"]
+            if any(_HINT.match(r) for r in region):
+                raise SolutionMarkupError(
+                    f"{where}, line {number}: a '# HINT:' line inside a solution region would be released "
+                    "with the exercise; register the hint steps with checks.hints.register_hints and name "
+                    "the exercise with '# EXERCISE: <id>'"
+                )
+            ids = [m.group(1) for m in map(_EXERCISE.match, region) if m]
+            if len(ids) > 1:
+                raise SolutionMarkupError(f"{where}, line {number}: one '# EXERCISE:' line per region, got {ids}")
+            message = placeholder(ids[0] if ids else None)
+            out += [f"{indent}# YOUR CODE HERE", f"{indent}raise NotImplementedError({message!r})"]
             region = None
         elif region is not None:
             region.append(line)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from tl_helpers.checks import feature_extraction, fine_tuning, freezing, heads, language, splits
 from tl_helpers.checks.core import CHECKS, Check, CheckResult, check, is_finite_number, run_check
+from tl_helpers.checks.hints import HINTS, hint, hints_used
 from tl_helpers.checks.table import ASSIGNMENTS, total_points
 
 TOPICS = (splits, feature_extraction, freezing, heads, fine_tuning, language)
@@ -19,10 +20,13 @@ TOPICS = (splits, feature_extraction, freezing, heads, fine_tuning, language)
 __all__ = [
     "ASSIGNMENTS",
     "CHECKS",
+    "HINTS",
     "TOPICS",
     "Check",
     "CheckResult",
     "check",
+    "hint",
+    "hints_used",
     "is_finite_number",
     "run_check",
     "total_points",
