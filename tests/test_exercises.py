@@ -89,7 +89,9 @@ def test_released_exercises_contain_no_answer_line():
             for line in _solution_lines(cell.source):
                 if line in given:  # the same line is also given outside the answers (boilerplate)
                     continue
-                assert line not in released_sources, f"{path.name}: the answer line {line!r} is released"
+                released_lines = {x.strip().lstrip("# ") for x in released_sources.splitlines()}
+                leaked = line in released_lines or (len(line) >= 25 and line in released_sources)
+                assert not leaked, f"{path.name}: the answer line {line!r} is released"
 
 
 def test_every_exercise_region_names_hints_with_three_steps():
