@@ -170,6 +170,87 @@ def test_assignment_from_name_or_metadata(tmp_path):
     assert grading.assignment_of(Path("renamed.ipynb"), nb) == "04_replacing_the_head_exercises"
 
 
+def small_submission(folder: Path, name: str, cells: list[str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells]), path)
+    return path
+
+
+def test_hint_counts_are_read_from_the_submissions_kernel_into_csv_and_json(tmp_path):
+    cells = [
+        "from tl_helpers.checks.hints import register_hints, hint\n"
+        "register_hints('demo_a', 'the idea', 'where to look', 'close to code')\n"
+        "register_hints('demo_b', 'the idea', 'where to look', 'close to code')",
+        "hint('demo_a'); hint('demo_a'); hint('demo_a'); hint('demo_a')",
+        "hint('demo_b')",
+    ]
+    path = small_submission(tmp_path / "subs", "carol_03_freezing_exercises.ipynb", cells)
+    out = tmp_path / "gb.csv"
+    [sub] = grading.grade([path], out=out, progress=False, cell_timeout=120, total_timeout=300)
+    assert sub.hints == {"demo_a": 4, "demo_b": 1} and sub.hints_total == 5, sub.to_json()
+    assert sub.to_json()["hints"] == {"demo_a": 4, "demo_b": 1} and sub.to_json()["hints_total"] == 5
+    [row] = list(csv.DictReader(out.open()))
+    assert (row["hints"], row["hints:demo_a"], row["hints:demo_b"]) == ("5", "4", "1")
+    assert row["score"] == "0"  # hints are recorded, and nothing was answered
+    [feedback_file] = (tmp_path / "gb_feedback").glob("*carol_03_freezing_exercises.ipynb.md")
+    feedback = feedback_file.read_text()
+    assert "Hints asked for: 5" in feedback
+
+
+def test_an_assignment_budget_replaces_the_total_timeout_and_is_named_in_the_verdict(tmp_path, monkeypatch):
+    monkeypatch.setitem(grading.BUDGETS, "03_freezing_exercises", 6)
+    path = small_submission(tmp_path, "dan_03_freezing_exercises.ipynb", ["import time\ntime.sleep(120)"])
+    sub = grading.grade_notebook(path, cell_timeout=300, total_timeout=900)
+    assert sub.verdict == "over the time budget (6s)", sub.to_json()
+    assert sub.score == 0 and sub.seconds < 60
+    assert (
+        grading.budget_of("03_freezing_exercises") == 6 and grading.budget_of("04_replacing_the_head_exercises") is None
+    )
+
+
+def fake_class() -> list[grading.Submission]:
+    subs = []
+    for i in range(5):
+        ok = i < 2
+        sub = grading.Submission(f"s{i}_03_freezing_exercises.ipynb", "03_freezing_exercises")
+        sub.checks = [
+            grading.CheckOutcome("freeze_backbone", True, 3, 3, "Backbone frozen."),
+            grading.CheckOutcome(
+                "bn_frozen",
+                ok,
+                2 if ok else 0,
+                2,
+                "Looks right." if ok else f"BatchNorm statistics still update in train mode. Detail {i}.",
+            ),
+            grading.CheckOutcome("optimizer_params", False, 0, 2, "not defined: optimizer" if i else "Frozen <x>."),
+        ]
+        sub.hints = {"bn_frozen": i} if i else {}
+        subs.append(sub)
+    return subs
+
+
+def test_class_summary_is_one_self_contained_html_page(tmp_path):
+    page = grading.write_summary(fake_class(), tmp_path / "summary.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page
+    assert "http://" not in page and "https://" not in page and "<script" not in page  # no external assets
+    assert "03_freezing_exercises:bn_frozen</td><td>2/5 (40%)" in page
+    assert "03_freezing_exercises:freeze_backbone</td><td>5/5 (100%)" in page
+    assert "3× BatchNorm statistics still update in train mode.</li>" in page  # grouped by first sentence
+    assert "4× not defined: optimizer" in page and "1× Frozen &lt;x&gt;." in page  # escaped
+    assert "<td>bn_frozen</td><td>4</td><td>10</td>" in page  # 4 learners asked, 10 steps in all
+    assert grading.first_sentence("One. Two.") == "One."
+
+
+def test_cli_writes_the_summary(tmp_path, capsys):
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "subs" / "eve_03_freezing_exercises.ipynb").write_text("{ not json")
+    summary = tmp_path / "summary.html"
+    assert main(["grade", str(tmp_path / "subs"), "--out", str(tmp_path / "gb.csv"), "--summary", str(summary)]) == 0
+    assert "class summary:" in capsys.readouterr().out
+    assert "the notebook could not be read" in summary.read_text()
+
+
 # ----------------------------------------------------------------------------- slow: the real notebooks
 
 REGION = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.S)
