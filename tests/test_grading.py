@@ -381,12 +381,49 @@ VARIANTS = [
 ]
 
 
+def collected_variants(folder: Path = REPO / "tests") -> list[tuple[str, str, str, str, str | None]]:
+    """This file's VARIANTS plus every ``GRADED_VARIANTS`` list of the tests/test_exercise_*.py modules.
+
+    The modules are imported by file path, so a missing or renamed file is simply not collected.
+    """
+    import importlib.util
+
+    found = list(VARIANTS)
+    for file in sorted(folder.glob("test_exercise_*.py")):
+        spec = importlib.util.spec_from_file_location(f"_graded_variants_{file.stem}", file)
+        if spec is None or spec.loader is None:
+            continue
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for entry in getattr(module, "GRADED_VARIANTS", []):
+            assert len(entry) == 5 and entry[0] in ASSIGNMENTS, (file.name, entry)
+            found.append(tuple(entry))
+    return found
+
+
+def test_graded_variants_are_collected_from_every_exercise_test_module(tmp_path):
+    (tmp_path / "test_exercise_demo.py").write_text(
+        "GRADED_VARIANTS = [('03_freezing_exercises', 'old line', 'new line', 'bn_frozen', None)]\n"
+    )
+    (tmp_path / "test_exercise_none.py").write_text("X = 1\n")  # no list: nothing collected
+    (tmp_path / "test_other.py").write_text("GRADED_VARIANTS = [1]\n")  # not an exercise test module
+    found = collected_variants(tmp_path)
+    assert found[: len(VARIANTS)] == VARIANTS
+    assert found[len(VARIANTS) :] == [("03_freezing_exercises", "old line", "new line", "bn_frozen", None)]
+    for assignment, old, _, column, _ in collected_variants():  # the real ones name real lines and columns
+        assert column in {col for col, _, _ in ASSIGNMENTS[assignment]}, (assignment, column)
+        source = "\n".join(
+            c.source for c in nbformat.read(REPO / "solutions" / f"{assignment}.ipynb", as_version=4).cells
+        )
+        assert ("\n" + old) in ("\n" + source), (assignment, old)
+
+
 def make_variant(tmp: Path, index: int, assignment: str, old: str, new: str) -> Path:
     nb = nbformat.read(REPO / "solutions" / f"{assignment}.ipynb", as_version=4)
     hits = [c for c in nb.cells if c.cell_type == "code" and ("\n" + old) in ("\n" + c.source)]
     assert hits, old
     hits[0].source = ("\n" + hits[0].source).replace("\n" + old, "\n" + new, 1)[1:]  # whole lines, not the HINT
-    path = tmp / f"v{index:02d}_{assignment}.ipynb"
+    path = tmp / f"v{index:03d}_{assignment}.ipynb"
     nbformat.write(nb, path)
     return path
 
@@ -416,14 +453,16 @@ def test_solutions_full_marks_and_exercises_zero(tmp_path):
 @pytest.mark.slow
 @pytest.mark.real_data
 def test_wrong_solutions_rejected_with_hint_and_alternatives_accepted(tmp_path):
-    for i, (assignment, old, new, _, _) in enumerate(VARIANTS):
+    variants = collected_variants()
+    for i, (assignment, old, new, _, _) in enumerate(variants):
         make_variant(tmp_path, i, assignment, old, new)
     results = {
-        Path(r.submission).name[:3]: r
+        Path(r.submission).name.split("_")[0]: r
         for r in grading.grade([tmp_path], progress=False, jobs=2, cell_timeout=300, total_timeout=900)
     }
-    for i, (_, _, _, column, hint) in enumerate(VARIANTS):
-        sub = results[f"v{i:02d}"]
+    for i, (_, _, _, column, hint) in enumerate(variants):
+        sub = results[f"v{i:03d}"]
+        assert sub.verdict == "ok" or hint is not None, sub.to_json()
         outcome = {c.id: c for c in sub.checks}[column]
         if hint is None:
             assert outcome.passed and sub.score == sub.max_score, sub.to_json()
