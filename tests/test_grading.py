@@ -160,6 +160,19 @@ def test_cli_json_and_unreadable_submission(tmp_path, capsys):
     assert (tmp_path / "gb.csv").is_file()
 
 
+def test_instructors_guide_names_every_check_every_verdict_and_the_new_columns():
+    from tl_helpers.checks import CHECKS
+
+    guide = (REPO / "docs" / "INSTRUCTORS.md").read_text()
+    diagnosed = guide.split("## What the checks diagnose", 1)[1].split("\n## ", 1)[0]
+    missing = [cid for cid in CHECKS if f"`{cid}`" not in diagnosed]
+    assert not missing, f"add a row for {missing} to 'What the checks diagnose' in docs/INSTRUCTORS.md"
+    for stem in ASSIGNMENTS:
+        assert f"`{stem}`" in guide, stem
+    for words in ("over the time budget", "`hints:<exercise>`", "--summary", "BUDGETS", 'hint("'):
+        assert words in guide, words
+
+
 def test_assignment_from_name_or_metadata(tmp_path):
     assert grading.assignment_of(Path("alice/03_freezing_exercises.ipynb")) == "03_freezing_exercises"
     assert (
