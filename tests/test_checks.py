@@ -61,6 +61,43 @@ def test_check_prints_and_never_raises_on_wrong_objects(capsys):
     fails_with(run_check("optimizer_params", None, nn.Linear(2, 2)), "could not use your objects")
 
 
+def test_a_crash_in_the_learners_hook_or_module_is_their_bug_with_their_line(model):
+    def keep_bn_eval(module, inputs):  # the mistake: a forward pre-hook returning the module
+        module.eval()
+        return module
+
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith("classifier")
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.register_forward_pre_hook(keep_bn_eval)
+    result = run_check("bn_frozen", model)
+    fails_with(result, "Your forward pre-hook `keep_bn_eval`")
+    assert "`return module`" in result.feedback and "could not use your objects" not in result.feedback
+
+    def raising_hook(module, inputs):  # module.scale does not exist: AttributeError in the learner's line
+        return (inputs[0] * module.scale,)
+
+    other = copy.deepcopy(model)
+    for m in other.modules():
+        m._forward_pre_hooks.clear()
+    other.classifier.register_forward_pre_hook(raising_hook)
+    fails_with(run_check("bn_frozen", other), "Your function `raising_hook` raised AttributeError")
+    assert "`return (inputs[0] * module.scale,)`" in run_check("bn_frozen", other).feedback
+
+    class Extractor(nn.Module):  # a custom feature extractor with a bug in forward
+        def __init__(self, backbone: nn.Module) -> None:
+            super().__init__()
+            self.backbone = backbone
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.backbone.forward_features(x).mean(dim=self.pool_dims)
+
+    result = run_check("feature_extractor", Extractor(copy.deepcopy(other)).eval())
+    fails_with(result, "Your function `forward` raised AttributeError")
+    assert "`return self.backbone.forward_features(x).mean(dim=self.pool_dims)`" in result.feedback
+
+
 # ----------------------------------------------------------------------------- freezing
 
 

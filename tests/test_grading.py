@@ -160,6 +160,19 @@ def test_cli_json_and_unreadable_submission(tmp_path, capsys):
     assert (tmp_path / "gb.csv").is_file()
 
 
+def test_instructors_guide_names_every_check_every_verdict_and_the_new_columns():
+    from tl_helpers.checks import CHECKS
+
+    guide = (REPO / "docs" / "INSTRUCTORS.md").read_text()
+    diagnosed = guide.split("## What the checks diagnose", 1)[1].split("\n## ", 1)[0]
+    missing = [cid for cid in CHECKS if f"`{cid}`" not in diagnosed]
+    assert not missing, f"add a row for {missing} to 'What the checks diagnose' in docs/INSTRUCTORS.md"
+    for stem in ASSIGNMENTS:
+        assert f"`{stem}`" in guide, stem
+    for words in ("over the time budget", "`hints:<exercise>`", "--summary", "BUDGETS", 'hint("'):
+        assert words in guide, words
+
+
 def test_assignment_from_name_or_metadata(tmp_path):
     assert grading.assignment_of(Path("alice/03_freezing_exercises.ipynb")) == "03_freezing_exercises"
     assert (
@@ -168,6 +181,87 @@ def test_assignment_from_name_or_metadata(tmp_path):
     )
     nb = nbformat.v4.new_notebook(metadata={"tl_course": {"assignment": "04_replacing_the_head_exercises"}})
     assert grading.assignment_of(Path("renamed.ipynb"), nb) == "04_replacing_the_head_exercises"
+
+
+def small_submission(folder: Path, name: str, cells: list[str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells]), path)
+    return path
+
+
+def test_hint_counts_are_read_from_the_submissions_kernel_into_csv_and_json(tmp_path):
+    cells = [
+        "from tl_helpers.checks.hints import register_hints, hint\n"
+        "register_hints('demo_a', 'the idea', 'where to look', 'close to code')\n"
+        "register_hints('demo_b', 'the idea', 'where to look', 'close to code')",
+        "hint('demo_a'); hint('demo_a'); hint('demo_a'); hint('demo_a')",
+        "hint('demo_b')",
+    ]
+    path = small_submission(tmp_path / "subs", "carol_03_freezing_exercises.ipynb", cells)
+    out = tmp_path / "gb.csv"
+    [sub] = grading.grade([path], out=out, progress=False, cell_timeout=120, total_timeout=300)
+    assert sub.hints == {"demo_a": 4, "demo_b": 1} and sub.hints_total == 5, sub.to_json()
+    assert sub.to_json()["hints"] == {"demo_a": 4, "demo_b": 1} and sub.to_json()["hints_total"] == 5
+    [row] = list(csv.DictReader(out.open()))
+    assert (row["hints"], row["hints:demo_a"], row["hints:demo_b"]) == ("5", "4", "1")
+    assert row["score"] == "0"  # hints are recorded, and nothing was answered
+    [feedback_file] = (tmp_path / "gb_feedback").glob("*carol_03_freezing_exercises.ipynb.md")
+    feedback = feedback_file.read_text()
+    assert "Hints asked for: 5" in feedback
+
+
+def test_an_assignment_budget_replaces_the_total_timeout_and_is_named_in_the_verdict(tmp_path, monkeypatch):
+    monkeypatch.setitem(grading.BUDGETS, "03_freezing_exercises", 6)
+    path = small_submission(tmp_path, "dan_03_freezing_exercises.ipynb", ["import time\ntime.sleep(120)"])
+    sub = grading.grade_notebook(path, cell_timeout=300, total_timeout=900)
+    assert sub.verdict == "over the time budget (6s)", sub.to_json()
+    assert sub.score == 0 and sub.seconds < 60
+    assert (
+        grading.budget_of("03_freezing_exercises") == 6 and grading.budget_of("04_replacing_the_head_exercises") is None
+    )
+
+
+def fake_class() -> list[grading.Submission]:
+    subs = []
+    for i in range(5):
+        ok = i < 2
+        sub = grading.Submission(f"s{i}_03_freezing_exercises.ipynb", "03_freezing_exercises")
+        sub.checks = [
+            grading.CheckOutcome("freeze_backbone", True, 3, 3, "Backbone frozen."),
+            grading.CheckOutcome(
+                "bn_frozen",
+                ok,
+                2 if ok else 0,
+                2,
+                "Looks right." if ok else f"BatchNorm statistics still update in train mode. Detail {i}.",
+            ),
+            grading.CheckOutcome("optimizer_params", False, 0, 2, "not defined: optimizer" if i else "Frozen <x>."),
+        ]
+        sub.hints = {"bn_frozen": i} if i else {}
+        subs.append(sub)
+    return subs
+
+
+def test_class_summary_is_one_self_contained_html_page(tmp_path):
+    page = grading.write_summary(fake_class(), tmp_path / "summary.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page
+    assert "http://" not in page and "https://" not in page and "<script" not in page  # no external assets
+    assert "03_freezing_exercises:bn_frozen</td><td>2/5 (40%)" in page
+    assert "03_freezing_exercises:freeze_backbone</td><td>5/5 (100%)" in page
+    assert "3× BatchNorm statistics still update in train mode.</li>" in page  # grouped by first sentence
+    assert "4× not defined: optimizer" in page and "1× Frozen &lt;x&gt;." in page  # escaped
+    assert "<td>bn_frozen</td><td>4</td><td>10</td>" in page  # 4 learners asked, 10 steps in all
+    assert grading.first_sentence("One. Two.") == "One."
+
+
+def test_cli_writes_the_summary(tmp_path, capsys):
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "subs" / "eve_03_freezing_exercises.ipynb").write_text("{ not json")
+    summary = tmp_path / "summary.html"
+    assert main(["grade", str(tmp_path / "subs"), "--out", str(tmp_path / "gb.csv"), "--summary", str(summary)]) == 0
+    assert "class summary:" in capsys.readouterr().out
+    assert "the notebook could not be read" in summary.read_text()
 
 
 # ----------------------------------------------------------------------------- slow: the real notebooks
@@ -300,12 +394,49 @@ VARIANTS = [
 ]
 
 
+def collected_variants(folder: Path = REPO / "tests") -> list[tuple[str, str, str, str, str | None]]:
+    """This file's VARIANTS plus every ``GRADED_VARIANTS`` list of the tests/test_exercise_*.py modules.
+
+    The modules are imported by file path, so a missing or renamed file is simply not collected.
+    """
+    import importlib.util
+
+    found = list(VARIANTS)
+    for file in sorted(folder.glob("test_exercise_*.py")):
+        spec = importlib.util.spec_from_file_location(f"_graded_variants_{file.stem}", file)
+        if spec is None or spec.loader is None:
+            continue
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for entry in getattr(module, "GRADED_VARIANTS", []):
+            assert len(entry) == 5 and entry[0] in ASSIGNMENTS, (file.name, entry)
+            found.append(tuple(entry))
+    return found
+
+
+def test_graded_variants_are_collected_from_every_exercise_test_module(tmp_path):
+    (tmp_path / "test_exercise_demo.py").write_text(
+        "GRADED_VARIANTS = [('03_freezing_exercises', 'old line', 'new line', 'bn_frozen', None)]\n"
+    )
+    (tmp_path / "test_exercise_none.py").write_text("X = 1\n")  # no list: nothing collected
+    (tmp_path / "test_other.py").write_text("GRADED_VARIANTS = [1]\n")  # not an exercise test module
+    found = collected_variants(tmp_path)
+    assert found[: len(VARIANTS)] == VARIANTS
+    assert found[len(VARIANTS) :] == [("03_freezing_exercises", "old line", "new line", "bn_frozen", None)]
+    for assignment, old, _, column, _ in collected_variants():  # the real ones name real lines and columns
+        assert column in {col for col, _, _ in ASSIGNMENTS[assignment]}, (assignment, column)
+        source = "\n".join(
+            c.source for c in nbformat.read(REPO / "solutions" / f"{assignment}.ipynb", as_version=4).cells
+        )
+        assert ("\n" + old) in ("\n" + source), (assignment, old)
+
+
 def make_variant(tmp: Path, index: int, assignment: str, old: str, new: str) -> Path:
     nb = nbformat.read(REPO / "solutions" / f"{assignment}.ipynb", as_version=4)
     hits = [c for c in nb.cells if c.cell_type == "code" and ("\n" + old) in ("\n" + c.source)]
     assert hits, old
     hits[0].source = ("\n" + hits[0].source).replace("\n" + old, "\n" + new, 1)[1:]  # whole lines, not the HINT
-    path = tmp / f"v{index:02d}_{assignment}.ipynb"
+    path = tmp / f"v{index:03d}_{assignment}.ipynb"
     nbformat.write(nb, path)
     return path
 
@@ -335,14 +466,16 @@ def test_solutions_full_marks_and_exercises_zero(tmp_path):
 @pytest.mark.slow
 @pytest.mark.real_data
 def test_wrong_solutions_rejected_with_hint_and_alternatives_accepted(tmp_path):
-    for i, (assignment, old, new, _, _) in enumerate(VARIANTS):
+    variants = collected_variants()
+    for i, (assignment, old, new, _, _) in enumerate(variants):
         make_variant(tmp_path, i, assignment, old, new)
     results = {
-        Path(r.submission).name[:3]: r
+        Path(r.submission).name.split("_")[0]: r
         for r in grading.grade([tmp_path], progress=False, jobs=2, cell_timeout=300, total_timeout=900)
     }
-    for i, (_, _, _, column, hint) in enumerate(VARIANTS):
-        sub = results[f"v{i:02d}"]
+    for i, (_, _, _, column, hint) in enumerate(variants):
+        sub = results[f"v{i:03d}"]
+        assert sub.verdict == "ok" or hint is not None, sub.to_json()
         outcome = {c.id: c for c in sub.checks}[column]
         if hint is None:
             assert outcome.passed and sub.score == sub.max_score, sub.to_json()

@@ -153,12 +153,16 @@ def grade_command(args: argparse.Namespace) -> int:
         progress=not args.json,
         jobs=args.jobs,
     )
+    if args.summary is not None:
+        grading.write_summary(results, args.summary)
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=2, ensure_ascii=False))
     else:
         print(grading.summary_table(results))
         if args.out:
             print(f"gradebook: {args.out}; feedback: {args.out.parent / (args.out.stem + '_feedback')}/")
+        if args.summary is not None:
+            print(f"class summary: {args.summary}")
     return 0
 
 
@@ -212,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("paths", nargs="+", help="submitted notebooks or folders of them")
     g.add_argument("--out", type=Path, default=None, help="gradebook CSV (feedback goes to <name>_feedback/)")
     g.add_argument("--json", action="store_true", help="print one JSON object per submission")
+    g.add_argument(
+        "--summary", type=Path, default=None, help="one-page HTML class summary (pass rates, failures, hints)"
+    )
     g.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT, help=f"seconds per cell (default {CELL_TIMEOUT})")
     g.add_argument(
         "--total-timeout", type=int, default=TOTAL_TIMEOUT, help=f"seconds per submission (default {TOTAL_TIMEOUT})"

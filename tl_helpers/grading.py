@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from tl_helpers.checks import ASSIGNMENTS, CHECKS
+from tl_helpers.checks.table import BUDGETS
 from tl_helpers.runner import CELL_TIMEOUT, OUTPUT_CAP, TOTAL_TIMEOUT, run_isolated
 
 __all__ = [
@@ -44,12 +45,15 @@ __all__ = [
     "CheckOutcome",
     "Submission",
     "assignment_of",
+    "budget_of",
     "find_submissions",
     "grade",
     "grade_notebook",
     "grading_cell",
+    "first_sentence",
     "summary_table",
     "write_gradebook",
+    "write_summary",
 ]
 
 CHECK_TIMEOUT = 30
@@ -72,6 +76,12 @@ class Submission:
     verdict: str = "ok"
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    hints: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def hints_total(self) -> int:
+        """How many hint steps the learner asked for in this notebook (all exercises)."""
+        return sum(self.hints.values())
 
     @property
     def score(self) -> int:
@@ -90,6 +100,8 @@ class Submission:
             "verdict": self.verdict,
             "notes": self.notes,
             "seconds": round(self.seconds, 1),
+            "hints_total": self.hints_total,
+            "hints": dict(self.hints),
             "checks": [
                 {"id": c.id, "passed": c.passed, "points": c.points, "max_points": c.max_points, "feedback": c.feedback}
                 for c in self.checks
@@ -140,6 +152,12 @@ def grading_cell(assignment: str, marker: str, check_timeout: int = CHECK_TIMEOU
 def _tl_grade():
     import sys as _sys
     _sys.path[:] = {trusted_path!r}  # never import a tl_helpers the submission wrote into its folder
+    _hints = {{}}
+    try:  # the hint counts of the tl_helpers the notebook used (informational: they earn no points)
+        _used = _sys.modules["tl_helpers.checks.hints"].hints_used()
+        _hints = {{str(k)[:100]: int(v) for k, v in list(dict(_used).items())[:200] if int(v) > 0}}
+    except BaseException:
+        _hints = {{}}
     for _name in [n for n in list(_sys.modules) if n == "tl_helpers" or n.startswith("tl_helpers.")
                   or n in ("json", "json.encoder", "json.decoder", "json.scanner", "signal")]:
         del _sys.modules[_name]
@@ -168,7 +186,7 @@ def _tl_grade():
             _out.append([_col, bool(_r.passed is True), str(_r.feedback)[:2000]])
         except BaseException as _exc:
             _out.append([_col, False, "check stopped: " + type(_exc).__name__ + ": " + str(_exc)[:500]])
-    _sys.stdout.write("\\n{marker}" + _json.dumps(_out) + "\\n")
+    _sys.stdout.write("\\n{marker}" + _json.dumps({{"checks": _out, "hints": _hints}}) + "\\n")
     _sys.stdout.flush()
 
 _tl_grade()
@@ -200,15 +218,25 @@ def grade_notebook(
         sub.notes.append("the file name does not name an exercise notebook (e.g. 03_freezing_exercises)")
         return sub
     marker = "TLGRADE" + secrets.token_hex(16) + ":"
+    budget = budget_of(assignment)
+    if budget is not None:
+        total_timeout = budget
     run = run_isolated(
         path, grading_cell(assignment, marker), marker, cell_timeout=cell_timeout, total_timeout=total_timeout
     )
     sub.notes += run.events[:20]
-    if run.timed_out:
+    payload = run.results
+    if isinstance(payload, dict):
+        sub.hints = _clean_hints(payload.get("hints"))
+        payload = payload.get("checks")
+    if run.timed_out and budget is not None:
+        sub.verdict = f"over the time budget ({budget}s)"
+        sub.notes.append(f"the notebook must run within its CPU budget of {budget}s; it was stopped there")
+    elif run.timed_out:
         sub.verdict = f"timed out after {total_timeout}s"
     elif any("died" in e for e in sub.notes):
         sub.verdict = "kernel died"
-    elif run.results is None:
+    elif payload is None:
         sub.verdict = "grading cell did not report"
         sub.notes += run.stderr.strip().splitlines()[-3:]
     elif any("CellTimeoutError" in e or "timed out" in e for e in sub.notes):
@@ -216,7 +244,7 @@ def grade_notebook(
     elif any("raised" in e for e in sub.notes):
         sub.verdict = "errors in cells"
     results = {}
-    for item in run.results or []:
+    for item in payload if isinstance(payload, list) else []:
         if isinstance(item, list) and len(item) == 3 and isinstance(item[0], str):
             results.setdefault(item[0], (item[1] is True, str(item[2])))
     why = "; ".join(sub.notes[-3:]) or sub.verdict
@@ -231,6 +259,22 @@ def grade_notebook(
         sub.checks.append(CheckOutcome(col, passed, max_points if passed else 0, max_points, feedback))
     sub.seconds = time.perf_counter() - t0
     return sub
+
+
+def budget_of(assignment: str) -> int | None:
+    """The CPU budget in seconds of ``assignment`` (``checks.table.BUDGETS``), or ``None`` when it has none."""
+    budget = BUDGETS.get(assignment)
+    return int(budget) if budget else None
+
+
+def _clean_hints(raw: Any) -> dict[str, int]:
+    if not isinstance(raw, dict):
+        return {}
+    hints: dict[str, int] = {}
+    for key, value in raw.items():
+        if isinstance(key, str) and isinstance(value, int) and not isinstance(value, bool) and 0 < value < 10_000:
+            hints[key[:100]] = value
+    return dict(sorted(hints.items()))
 
 
 def _fill_missing(sub: Submission, why: str) -> None:
@@ -289,10 +333,22 @@ def write_gradebook(results: list[Submission], out: Path) -> Path:
             key = f"{sub.assignment}:{c.id}"
             if key not in columns:
                 columns.append(key)
+    hint_columns = sorted({h for sub in results for h in sub.hints})
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["submission", "assignment", "verdict", *columns, "score", "max_score"])
+        writer.writerow(
+            [
+                "submission",
+                "assignment",
+                "verdict",
+                *columns,
+                "score",
+                "max_score",
+                "hints",
+                *[f"hints:{h}" for h in hint_columns],
+            ]
+        )
         for sub in results:
             by_key = {f"{sub.assignment}:{c.id}": c.points for c in sub.checks}
             writer.writerow(
@@ -303,6 +359,8 @@ def write_gradebook(results: list[Submission], out: Path) -> Path:
                     *[by_key.get(k, "") for k in columns],
                     sub.score,
                     sub.max_score,
+                    sub.hints_total,
+                    *[sub.hints.get(h, 0) for h in hint_columns],
                 ]
             )
     folder = out.parent / (out.stem + "_feedback")
@@ -312,6 +370,9 @@ def write_gradebook(results: list[Submission], out: Path) -> Path:
         lines = [f"# Feedback: {sub.submission}", "", f"Score: {sub.score} / {sub.max_score}  ({sub.verdict})", ""]
         for c in sub.checks:
             lines.append(f"- {'✅' if c.passed else '❌'} **{c.id}** ({c.points}/{c.max_points}): {c.feedback}")
+        if sub.hints:
+            asked = ", ".join(f"{h} ({n})" for h, n in sub.hints.items())
+            lines += ["", f"Hints asked for: {sub.hints_total} ({asked}). Hints cost no points."]
         if sub.notes:
             lines += ["", "Notes from the run:", *[f"- {n}" for n in sub.notes]]
         (folder / f"{safe}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -329,3 +390,110 @@ def summary_table(results: list[Submission]) -> str:
         )
         lines.append(f"{len(results)} submission(s); mean {mean:.0%} of the points")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the class summary
+
+
+def first_sentence(feedback: str, limit: int = 160) -> str:
+    """The first sentence of a check's feedback (what the class summary groups failures by)."""
+    import re
+
+    text = " ".join(str(feedback).split())
+    sentence = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0]
+    return sentence if len(sentence) <= limit else sentence[: limit - 1] + "…"
+
+
+def write_summary(results: list[Submission], out: str | os.PathLike, top: int = 3) -> Path:
+    """Write a one-page HTML class summary (no external assets: the chart is an embedded PNG).
+
+    It shows, per graded check (``assignment:check``), the pass rate and the ``top`` most common
+    failure messages (their first sentence, with how many learners got each), and per exercise
+    the hints asked for (learners who asked, steps in total).
+
+    Returns:
+        The path written.
+    """
+    import base64
+    import html
+    import io
+    from collections import Counter
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    passed: dict[str, int] = {}
+    total: dict[str, int] = {}
+    failures: dict[str, Counter[str]] = {}
+    for sub in results:
+        for c in sub.checks:
+            key = f"{sub.assignment}:{c.id}"
+            total[key] = total.get(key, 0) + 1
+            passed[key] = passed.get(key, 0) + int(c.passed)
+            if not c.passed:
+                failures.setdefault(key, Counter())[first_sentence(c.feedback)] += 1
+    hint_steps: Counter[str] = Counter()
+    hint_learners: Counter[str] = Counter()
+    for sub in results:
+        for exercise, n in sub.hints.items():
+            hint_steps[exercise] += n
+            hint_learners[exercise] += 1
+
+    keys = list(total)
+    image = ""
+    if keys:
+        fig, ax = plt.subplots(figsize=(8, 0.35 * len(keys) + 1.2))
+        rates = [100 * passed[k] / total[k] for k in keys]
+        ax.barh(range(len(keys)), rates, color=["#2a9d8f" if r >= 50 else "#e76f51" for r in rates])
+        ax.set_yticks(range(len(keys)), keys, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("learners passing (%)")
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=90)
+        plt.close(fig)
+        image = base64.b64encode(buffer.getvalue()).decode("ascii")
+
+    esc = html.escape
+    rows = []
+    for k in keys:
+        common = failures.get(k, Counter()).most_common(top)
+        messages = "".join(f"<li>{n}× {esc(m)}</li>" for m, n in common) or "<li>none</li>"
+        rows.append(
+            f"<tr><td>{esc(k)}</td><td>{passed[k]}/{total[k]} ({100 * passed[k] / total[k]:.0f}%)</td>"
+            f"<td><ul>{messages}</ul></td></tr>"
+        )
+    hint_rows = [
+        f"<tr><td>{esc(e)}</td><td>{hint_learners[e]}</td><td>{hint_steps[e]}</td></tr>" for e in sorted(hint_steps)
+    ] or ["<tr><td colspan='3'>no hints were asked for</td></tr>"]
+    verdicts = Counter(sub.verdict for sub in results)
+    graded = [s for s in results if s.max_score]
+    mean = sum(s.score / s.max_score for s in graded) / len(graded) if graded else 0.0
+    verdict_text = ", ".join(f"{v} ({n})" for v, n in verdicts.most_common())
+    chart = f'<img alt="pass rate per check" src="data:image/png;base64,{image}">' if image else ""
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Class summary</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse;width:100%}}
+td,th{{border:1px solid #ccc;padding:.3em .5em;vertical-align:top;text-align:left}}
+ul{{margin:0;padding-left:1.2em}}</style>
+</head><body>
+<h1>Class summary</h1>
+<p>{len(results)} submission(s); mean {mean:.0%} of the points. Verdicts: {esc(verdict_text)}.</p>
+<h2>Pass rate per check</h2>
+{chart}
+<table><tr><th>check</th><th>passed</th><th>most common failure messages</th></tr>
+{"".join(rows)}
+</table>
+<h2>Hints used per exercise</h2>
+<table><tr><th>exercise</th><th>learners who asked</th><th>hint steps in total</th></tr>
+{"".join(hint_rows)}
+</table>
+</body></html>
+"""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path

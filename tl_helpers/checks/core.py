@@ -30,7 +30,10 @@ __all__ = [
     "fmt",
     "head_parameter_ids",
     "is_finite_number",
+    "is_learner_file",
+    "learner_crash",
     "learner_error",
+    "learner_hooks",
     "ok",
     "optimizer_kind",
     "optimizer_param_ids",
@@ -87,7 +90,10 @@ def run_check(id: str, *objects: Any) -> CheckResult:
         result = CHECKS[id].function(*objects)
     except NotImplementedError:
         return fail("Not done yet: the exercise cell still raises NotImplementedError.")
-    except Exception as exc:  # a wrong object type, a model that cannot run...
+    except Exception as exc:  # the learner's own code crashed, or a wrong object type...
+        crash = learner_crash(exc, objects)
+        if crash is not None:
+            return crash
         return fail(f"The check could not use your objects: {type(exc).__name__}: {exc}")
     if not isinstance(result, CheckResult):  # pragma: no cover - our own bug
         return fail(f"internal error in check {id!r}")
@@ -231,17 +237,83 @@ def optimizer_kind(optimizer: torch.optim.Optimizer) -> str:
     return "adam" if "adam" in type(optimizer).__name__.lower() else "sgd"
 
 
+def is_learner_file(filename: str) -> bool:
+    """Whether code from ``filename`` is the learner's (a notebook cell, their own file), not a library's.
+
+    Notebook cells are ``<ipython-input-...>`` or ``/tmp/ipykernel_*/...py``; anything under
+    ``tl_helpers``, ``site-packages``/``dist-packages`` or the standard library is not the learner's.
+    """
+    import sysconfig
+
+    if "tl_helpers" in filename or "site-packages" in filename or "dist-packages" in filename:
+        return False
+    if filename.startswith("<"):
+        return filename.startswith("<ipython-input") or filename == "<stdin>"
+    stdlib = sysconfig.get_paths().get("stdlib") or ""
+    return not (stdlib and filename.startswith(stdlib))
+
+
 def learner_error(exc: BaseException, what: str) -> CheckResult:
     """A crash inside the learner's own function, reported with the line of their code that failed."""
     import traceback
 
-    frames = [
-        f
-        for f in traceback.extract_tb(exc.__traceback__)
-        if "tl_helpers" not in f.filename and "site-packages" not in f.filename
-    ]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if is_learner_file(f.filename)]
     where = f" at line {frames[-1].lineno}: `{(frames[-1].line or '').strip()}`" if frames else ""
     return fail(f"Your {what} raised {type(exc).__name__}: {exc}{where}. Fix that line, then re-run the check.")
+
+
+def learner_hooks(objects: tuple[Any, ...]) -> list[tuple[str, str, Callable[..., Any]]]:
+    """The forward hooks the learner registered on the modules among ``objects``: (module name, kind, hook)."""
+    found: list[tuple[str, str, Callable[..., Any]]] = []
+    for obj in objects:
+        if not isinstance(obj, nn.Module):
+            continue
+        for name, module in obj.named_modules():
+            for kind, hooks in (
+                ("forward pre-hook", module._forward_pre_hooks),
+                ("forward hook", module._forward_hooks),
+            ):
+                for hook in hooks.values():
+                    code = getattr(hook, "__code__", None) or getattr(getattr(hook, "__func__", None), "__code__", None)
+                    if code is not None and is_learner_file(code.co_filename):
+                        found.append((name or type(obj).__name__, kind, hook))
+    return found
+
+
+def _return_line(hook: Callable[..., Any]) -> str:
+    import inspect
+
+    try:
+        lines, start = inspect.getsourcelines(hook)
+    except (OSError, TypeError):
+        return ""
+    returns = [(start + i, line.strip()) for i, line in enumerate(lines) if line.strip().startswith("return")]
+    if returns:
+        return f" at line {returns[-1][0]}: `{returns[-1][1]}`"
+    return f" (defined at line {start}: `{lines[0].strip()}`)" if lines else ""
+
+
+def learner_crash(exc: BaseException, objects: tuple[Any, ...]) -> CheckResult | None:
+    """A crash a check hit that is the learner's bug: their code raised, or a hook of theirs broke the model.
+
+    Returns ``None`` when the learner's code is not involved (then the objects were of the wrong kind).
+    """
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if is_learner_file(f.filename)]
+    if frames:
+        name = frames[-1].name
+        return learner_error(exc, "code" if name.startswith("<") else f"function `{name}`")
+    hooks = learner_hooks(objects)
+    if hooks:
+        module, kind, hook = hooks[0]
+        name = getattr(hook, "__name__", "hook")
+        return fail(
+            f"Your {kind} `{name}` (on {module}) broke the model's forward pass: {type(exc).__name__}: {exc}"
+            f"{_return_line(hook)}. A forward pre-hook must return None (or the new inputs as a tuple), and a "
+            "forward hook None (or the new output), never the module itself. Fix that line, then re-run the check."
+        )
+    return None
 
 
 def is_finite_number(x: Any) -> bool:
