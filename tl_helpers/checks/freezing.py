@@ -77,6 +77,7 @@ def run_learner_forward(model: nn.Module, x: torch.Tensor, what: str) -> CheckRe
     """
     returned: list[tuple[str, Callable[..., Any], Any]] = []
     saved: list[tuple[dict[int, Any], int, Any]] = []
+    names: dict[int, str] = {}
     for name, module in model.named_modules():
         hooks = module._forward_pre_hooks
         for key, fn in list(hooks.items()):
@@ -90,6 +91,7 @@ def run_learner_forward(model: nn.Module, x: torch.Tensor, what: str) -> CheckRe
                 return result
 
             saved.append((hooks, key, fn))
+            names[id(hooks)] = name or "model"
             hooks[key] = watched
     try:
         with torch.no_grad():
@@ -102,7 +104,8 @@ def run_learner_forward(model: nn.Module, x: torch.Tensor, what: str) -> CheckRe
                 f"Your forward pre-hook {_function_name(fn)}() returns {_describe_return(value)}"
                 f"{return_line(fn)} on layer {name}: PyTorch passes whatever a forward pre-hook returns to the "
                 f"layer as its new input, so the model crashed ({type(exc).__name__}: {exc}). A pre-hook that "
-                "only switches the layer to eval mode must return nothing (None): delete the return."
+                "only switches the layer to eval mode must return nothing (None): delete the return (and "
+                "note that module.eval() returns the module, so a lambda that calls it returns it too)."
             )
         if isinstance(exc, RecursionError):
             result = learner_error(exc, what)
@@ -111,9 +114,10 @@ def run_learner_forward(model: nn.Module, x: torch.Tensor, what: str) -> CheckRe
                 "model.train, call the original with nn.Module.train(model, mode) (or super().train(mode))."
             )
         mine = learner_error(exc, what)
-        if "at line" in mine.feedback:
+        if " at line " in mine.feedback:
             return mine
-        hooks_here = learner_hooks(model)
+        hooks_here = [(n, kind, fn) for n, kind, fn in learner_hooks(model) if kind == "forward hook"]
+        hooks_here = [(str(names.get(id(h), "a layer")), "forward pre-hook", fn) for h, _, fn in saved] + hooks_here
         if hooks_here:
             name, kind, fn = hooks_here[0]
             return fail(
