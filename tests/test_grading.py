@@ -294,15 +294,15 @@ VARIANTS = [
     ),
     (
         "03_freezing_exercises",
-        "models.freeze(model)",
-        "for name, p in model.named_parameters():\n    p.requires_grad = name.startswith('classifier')",
+        "        module.register_forward_pre_hook(keep_in_eval_mode)",
+        "        pass",
         "bn_frozen",
         "BatchNorm statistics still update",
     ),
     (
         "03_freezing_exercises",
-        "models.freeze(model)",
-        "models.freeze(model, up_to='blocks.3')",
+        "for param in model.parameters():\n    param.requires_grad = False",
+        "for param in model.blocks.parameters():\n    param.requires_grad = False",
         "freeze_backbone",
         "partly frozen",
     ),
@@ -363,10 +363,9 @@ VARIANTS = [
     # alternative correct solutions
     (
         "03_freezing_exercises",
-        "models.freeze(model)",
-        "model.requires_grad_(False)\nmodel.get_classifier().requires_grad_(True)\n"
-        "for m in model.modules():\n    if isinstance(m, nn.BatchNorm2d):\n        m.momentum = 0.0",
-        "bn_frozen",
+        "for param in model.get_classifier().parameters():\n    param.requires_grad = True",
+        "model.classifier.requires_grad_(True)",
+        "freeze_backbone",
         None,
     ),
     (

@@ -4,7 +4,7 @@
  * The cell is found by its check call (`check("freeze_backbone", model)`), not by position; the stub
  * is the last cell above it that raises NotImplementedError. The answer is generic by-hand freezing
  * (every parameter but the classifier's stops requiring gradients), typed in place of the stub's two
- * lines, after a `hint("freeze_backbone")` call whose first step must render. The notebook:
+ * lines, after a `hint("freeze_by_hand")` call whose first step must render. The notebook:
  * E2E_HINT_EXERCISE, default exercises/03_freezing_exercises.ipynb.
  *
  * Start it with `make e2e E2E_ARGS="tests/5-hint-and-check.spec.ts"` (e2e/run.sh starts JupyterLab).
@@ -16,7 +16,9 @@ import { cellSource, readNb } from '../lib/select';
 test.use(LAB_OPTIONS);
 
 const NOTEBOOK = process.env.E2E_HINT_EXERCISE || 'exercises/03_freezing_exercises.ipynb';
-const EXERCISE = 'freeze_backbone';
+const CHECK = 'freeze_backbone';
+/** The hint id of that exercise (its `# EXERCISE:` line in solutions/03). */
+const EXERCISE = 'freeze_by_hand';
 const ANSWER = [
   'from tl_helpers.checks import hint',
   '',
@@ -48,14 +50,14 @@ test(`exercise 03: hint("${EXERCISE}") shows its first step, and by-hand freezin
   page
 }) => {
   const nb = readNb(NOTEBOOK);
-  const checkCall = new RegExp(`\\bcheck\\(\\s*["']${EXERCISE}["']`);
+  const checkCall = new RegExp(`\\bcheck\\(\\s*["']${CHECK}["']`);
   const checkIndex = nb.cells.findIndex((c: any) => c.cell_type === 'code' && checkCall.test(cellSource(c)));
-  expect(checkIndex, `${NOTEBOOK} has a cell calling check("${EXERCISE}", ...)`).toBeGreaterThan(0);
+  expect(checkIndex, `${NOTEBOOK} has a cell calling check("${CHECK}", ...)`).toBeGreaterThan(0);
   let stubIndex = checkIndex - 1;
   while (stubIndex >= 0 && !/raise NotImplementedError/.test(cellSource(nb.cells[stubIndex]))) {
     stubIndex--;
   }
-  expect(stubIndex, `a stub raising NotImplementedError above the ${EXERCISE} check`).toBeGreaterThanOrEqual(0);
+  expect(stubIndex, `a stub raising NotImplementedError above the ${CHECK} check`).toBeGreaterThanOrEqual(0);
   const earlierStubs = nb.cells
     .slice(0, stubIndex)
     .filter((c: any) => c.cell_type === 'code' && /raise NotImplementedError/.test(cellSource(c)));
@@ -115,7 +117,7 @@ test(`exercise 03: hint("${EXERCISE}") shows its first step, and by-hand freezin
 
   // The check, as rendered: ✅, no ❌.
   const feedback = cells.nth(checkIndex).locator('.jp-OutputArea-output');
-  await expect(feedback.filter({ hasText: new RegExp(`✅ ${EXERCISE}`) }).first()).toBeVisible();
+  await expect(feedback.filter({ hasText: new RegExp(`✅ ${CHECK}`) }).first()).toBeVisible();
   await expect(feedback.filter({ hasText: /❌/ })).toHaveCount(0);
   test.info().annotations.push({ type: 'hint', description: shown.slice(0, 200) });
   test.info().annotations.push({ type: 'feedback', description: (await feedback.first().innerText()).slice(0, 200) });

@@ -188,15 +188,24 @@ def reference_extractor() -> nn.Module:
 
 
 def optimizer_vs_trainable(optimizer: Any, model: nn.Module) -> CheckResult | None:
+    """What is wrong with the optimizer's parameters for ``model`` (None: exactly the trainable ones)."""
     in_opt = optimizer_param_ids(optimizer)
     names = {id(p): n for n, p in model.named_parameters()}
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     if not in_opt:
         return fail(
-            "The optimizer received no parameters at all, so training changes nothing (accuracy stays "
-            "near chance, and no error is raised). A common cause: a model.parameters() generator (or "
-            "a (p for p in ...) expression) that was already consumed, e.g. by counting parameters. "
+            "The optimizer received no parameters at all, so it can train nothing: the course's fit() "
+            "stops at once with ValueError ('The optimizer holds no trainable parameters'), and a "
+            "hand-written training loop would run without an error but change nothing (accuracy stays "
+            "near chance). A common cause: a model.parameters() generator (or a (p for p in ...) "
+            "expression) that was already consumed, e.g. by counting parameters. "
             "Make it a list: params = [p for p in model.parameters() if p.requires_grad]."
+        )
+    if not any(i in names for i in in_opt):
+        return fail(
+            f"None of the optimizer's {len(in_opt)} tensors belong to this model: it was built on another "
+            "model object (a copy, or the model before you reassigned the variable). Build the optimizer "
+            "from this model's parameters, after freezing and replacing the head."
         )
     frozen = [names.get(i, "?") for i in in_opt if i not in trainable]
     if frozen:

@@ -1,9 +1,14 @@
-"""Checks of freezing: requires_grad, BatchNorm statistics, trainable counts, the optimizer's parameters."""
+"""Checks of freezing: requires_grad, BatchNorm statistics, trainable counts, the optimizer's parameters.
+
+The BatchNorm check runs the learner's own model (their hooks, their overridden ``train()``) in train
+mode, as ``fit()`` does, and restores every flag and statistic afterwards. A crash inside the learner's
+code is reported as their mistake, with the line that failed.
+"""
 
 from __future__ import annotations
 
-import copy
-from typing import Any
+import inspect
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -13,13 +18,128 @@ from tl_helpers.checks.core import (
     batchnorms,
     fail,
     head_parameter_ids,
+    learner_error,
     ok,
     optimizer_vs_trainable,
     probe_images,
     register,
 )
+from tl_helpers.checks.hints import register_hints
 
-__all__: list[str] = []  # checks register themselves in CHECKS; nothing else is public
+__all__ = ["learner_hooks", "return_line", "run_learner_forward"]
+
+
+# ----------------------------------------------------------------------------- the learner's hooks
+
+
+def learner_hooks(model: nn.Module) -> list[tuple[str, str, Callable[..., Any]]]:
+    """The forward (pre-)hooks the learner registered: ``(module name, "pre-hook" | "hook", function)``.
+
+    The course's own hooks (``tl_helpers``) are left out.
+    """
+    found: list[tuple[str, str, Callable[..., Any]]] = []
+    for name, module in model.named_modules():
+        for kind, hooks in (("forward pre-hook", module._forward_pre_hooks), ("forward hook", module._forward_hooks)):
+            for fn in hooks.values():
+                if not str(getattr(fn, "__module__", "") or "").startswith("tl_helpers"):
+                    found.append((name or "model", kind, fn))
+    return found
+
+
+def _function_name(fn: Callable[..., Any]) -> str:
+    return str(getattr(fn, "__name__", None) or type(fn).__name__)
+
+
+def return_line(fn: Callable[..., Any]) -> str:
+    """``" (line N: `return module`)"`` for the last ``return <value>`` of ``fn``'s source, or ``""``."""
+    try:
+        lines, start = inspect.getsourcelines(fn)
+    except (OSError, TypeError):
+        return ""
+    if _function_name(fn) == "<lambda>":
+        return f" (line {start}: `{lines[0].strip()}`)"
+    for offset in range(len(lines) - 1, -1, -1):
+        text = lines[offset].strip()
+        if text.startswith("return ") and text != "return None":
+            return f" (line {start + offset}: `{text}`)"
+    return ""
+
+
+def _describe_return(value: Any) -> str:
+    return type(value).__name__ if not isinstance(value, nn.Module) else f"the module itself ({type(value).__name__})"
+
+
+def run_learner_forward(model: nn.Module, x: torch.Tensor, what: str) -> CheckResult | None:
+    """Run ``model(x)``; if it crashes, say which part of the learner's code caused it (None: it ran).
+
+    Pre-hooks are watched while the model runs: one that returns a value makes PyTorch pass that value
+    to the layer instead of its input (returning the module is the classic slip).
+    """
+    returned: list[tuple[str, Callable[..., Any], Any]] = []
+    saved: list[tuple[dict[int, Any], int, Any]] = []
+    names: dict[int, str] = {}
+    for name, module in model.named_modules():
+        hooks = module._forward_pre_hooks
+        for key, fn in list(hooks.items()):
+            if str(getattr(fn, "__module__", "") or "").startswith("tl_helpers"):
+                continue
+
+            def watched(*args: Any, _fn: Any = fn, _name: str = name or "model") -> Any:
+                result = _fn(*args)
+                if result is not None:
+                    returned.append((_name, _fn, result))
+                return result
+
+            saved.append((hooks, key, fn))
+            names[id(hooks)] = name or "model"
+            hooks[key] = watched
+    try:
+        with torch.no_grad():
+            model(x)
+    except Exception as exc:
+        bad = [(n, fn, r) for n, fn, r in returned if not isinstance(r, (torch.Tensor, tuple))]
+        if bad:
+            name, fn, value = bad[0]
+            return fail(
+                f"Your forward pre-hook {_function_name(fn)}() returns {_describe_return(value)}"
+                f"{return_line(fn)} on layer {name}: PyTorch passes whatever a forward pre-hook returns to the "
+                f"layer as its new input, so the model crashed ({type(exc).__name__}: {exc}). A pre-hook that "
+                "only switches the layer to eval mode must return nothing (None): delete the return (and "
+                "note that module.eval() returns the module, so a lambda that calls it returns it too)."
+            )
+        if isinstance(exc, RecursionError):
+            result = learner_error(exc, what)
+            return fail(
+                f"{result.feedback} A RecursionError means your function calls itself: if you replaced "
+                "model.train, call the original with nn.Module.train(model, mode) (or super().train(mode))."
+            )
+        mine = learner_error(exc, what)
+        if " at line " in mine.feedback:
+            return mine
+        hooks_here = [(n, kind, fn) for n, kind, fn in learner_hooks(model) if kind == "forward hook"]
+        hooks_here = [(str(names.get(id(h), "a layer")), "forward pre-hook", fn) for h, _, fn in saved] + hooks_here
+        if hooks_here:
+            name, kind, fn = hooks_here[0]
+            return fail(
+                f"Running your model raised {type(exc).__name__}: {exc}. It has your {kind} "
+                f"{_function_name(fn)}() on {name}: PyTorch calls a pre-hook as hook(module, inputs) and a "
+                "forward hook as hook(module, inputs, output); check its signature and what it returns."
+            )
+        return mine
+    finally:
+        for hooks, key, fn in saved:
+            hooks[key] = fn
+    return None
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _plain_requires_grad_attribute(model: nn.Module) -> str | None:
+    for name, module in model.named_modules():
+        if "requires_grad" in vars(module):
+            return name or "model"
+    return None
 
 
 @register("freeze_backbone", 3, "every backbone parameter frozen, the head trainable")
@@ -35,51 +155,107 @@ def _check_freeze_backbone(model: Any) -> CheckResult:
     if frozen_head:
         return fail(
             f"The head is frozen too ({frozen_head[0]}): nothing is left to learn. Freeze the backbone "
-            "only, or unfreeze the head afterwards."
+            "only, or set requires_grad=True on the head's parameters afterwards."
         )
     if len(trainable_backbone) == len(backbone) and backbone:
+        attribute = _plain_requires_grad_attribute(model)
+        if attribute:
+            return fail(
+                f"`{attribute}.requires_grad = False` only sets a plain Python attribute on the module: a "
+                "module has no requires_grad flag, its parameters do, so nothing was frozen. Set "
+                "p.requires_grad = False on each parameter (or call the module's requires_grad_(False))."
+            )
         return fail(
             "The backbone is not frozen: all its parameters still have requires_grad=True. Set "
-            "requires_grad=False on every parameter except the head's (or use models.freeze(model))."
+            "requires_grad=False on every parameter except the head's."
         )
     if trainable_backbone:
         return fail(
             f"The backbone is only partly frozen: {len(trainable_backbone)} of {len(backbone)} backbone "
             f"tensors are still trainable, e.g. {trainable_backbone[0]}. Freeze every parameter that is "
-            "not in the head (loop over model.named_parameters())."
+            "not in the head (loop over model.named_parameters(), not over one block)."
         )
     n_head = sum(p.numel() for _, p in head_params)
     return ok(f"Backbone frozen ({len(backbone)} tensors); head trainable ({n_head:,} parameters).")
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
 @register("bn_frozen", 2, "BatchNorm running statistics do not change in train mode")
 def _check_bn_frozen(model: Any) -> CheckResult:
-    model = copy.deepcopy(model).cpu().float()
+    if not isinstance(model, nn.Module):
+        return fail(f"Expected an nn.Module, got {type(model).__name__}.")
     bns = batchnorms(model)
     if not bns:
         return ok("This model has no BatchNorm layers.")
-    before = {n: (m.running_mean.clone(), m.running_var.clone()) for n, m in bns if m.running_mean is not None}
-    if not before:
+    tracked = [(n, m) for n, m in bns if m.running_mean is not None and m.running_var is not None]
+    if not tracked:
         return fail(
             "BatchNorm layers do not track running statistics (track_running_stats=False): they use "
             "batch statistics at test time too. Keep the pretrained statistics instead."
         )
-    model.train()  # what fit() does every epoch
-    with torch.no_grad():
-        model(probe_images(4))
-    moved = [
-        n
-        for n, m in bns
-        if n in before and not (torch.equal(m.running_mean, before[n][0]) and torch.equal(m.running_var, before[n][1]))
-    ]
-    if moved:
-        return fail(
-            f"BatchNorm statistics still update in train mode ({len(moved)} of {len(bns)} layers, e.g. "
-            f"{moved[0]}): requires_grad=False does not freeze running_mean/var, and fit() calls "
-            "model.train(). Keep frozen BN layers in eval mode (models.freeze does this with a hook), "
-            "or set their momentum to 0."
+    # The learner's own model runs (their hooks, their train()); every flag and buffer is put back after.
+    modes = {m: m.training for m in model.modules()}
+    buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+    before = {n: (m.running_mean.detach().clone(), m.running_var.detach().clone()) for n, m in tracked}
+    eval_before = {n for n, m in tracked if not m.training}
+    try:
+        try:
+            model.train()  # what fit() does at the start of every epoch
+        except Exception as exc:
+            problem = learner_error(exc, "model.train()")
+            if isinstance(exc, RecursionError):
+                return fail(
+                    f"{problem.feedback} Your train() calls itself: inside it, call the original with "
+                    "nn.Module.train(model, mode) (or super().train(mode) in a subclass)."
+                )
+            return problem
+        problem = run_learner_forward(
+            model, probe_images(4).to(_device_of(model)), "code that runs with the model (a hook or train())"
         )
-    return ok(f"All {len(bns)} BatchNorm layers keep their pretrained statistics in train mode.")
+        if problem:
+            return problem
+        moved = [
+            n
+            for n, m in tracked
+            if not (torch.equal(m.running_mean, before[n][0]) and torch.equal(m.running_var, before[n][1]))
+        ]
+    finally:
+        with torch.no_grad():
+            for n, b in model.named_buffers():
+                if n in buffers:
+                    b.copy_(buffers[n])
+        for m, mode in modes.items():
+            m.training = mode
+    if not moved:
+        return ok(f"All {len(bns)} BatchNorm layers keep their pretrained statistics in train mode.")
+    hooked = {n for n, kind, _ in learner_hooks(model) if kind == "forward pre-hook"}
+    moved_hooked = [n for n in moved if n in hooked]
+    if moved_hooked:
+        return fail(
+            f"{len(moved_hooked)} BatchNorm layers have your forward pre-hook but still update their "
+            f"statistics in train mode (e.g. {moved_hooked[0]}): the hook must switch the module it "
+            "receives (its first argument) to eval mode, e.g. module.eval() — a lambda that uses the loop "
+            "variable switches only the last layer, and module.eval without () does nothing."
+        )
+    if set(moved) <= eval_before:
+        return fail(
+            f"Your BatchNorm layers were in eval mode, but fit() calls model.train() at the start of every "
+            f"epoch, which switches them back ({len(moved)} of {len(bns)} layers then update their statistics, "
+            "e.g. "
+            f"{moved[0]}). Calling .eval() once is not enough: keep them in eval mode with a forward pre-hook "
+            "(module.eval() before each forward), an overridden train(), or set their momentum to 0."
+        )
+    return fail(
+        f"BatchNorm statistics still update in train mode ({len(moved)} of {len(bns)} layers, e.g. "
+        f"{moved[0]}): requires_grad=False does not freeze running_mean/var, and fit() calls "
+        "model.train(). Keep frozen BN layers in eval mode through model.train() (a forward pre-hook "
+        "that calls module.eval(), or an overridden train()), or set their momentum to 0."
+    )
 
 
 @register("trainable_count", 1, "number of trainable parameters (elements, not tensors)")
@@ -93,6 +269,11 @@ def _check_trainable_count(n_trainable: Any, model: Any) -> CheckResult:
         return fail("That is the total number of parameters; count only those with requires_grad=True.")
     if n == sum(1 for p in params if p.requires_grad):
         return fail("That counts tensors, not numbers: sum p.numel() over the trainable parameters.")
+    if n == sum(p.numel() for p in params if p.requires_grad and p.ndim > 1):
+        return fail(
+            f"{n:,} counts the weight matrices only: the biases are trainable parameters too "
+            f"(expected {trainable:,}). Sum p.numel() over every parameter with requires_grad=True."
+        )
     return fail(f"Expected {trainable:,} trainable parameters, got {n:,}.")
 
 
@@ -103,3 +284,39 @@ def _check_optimizer_params(optimizer: Any, model: Any) -> CheckResult:
         return problem
     n = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
     return ok(f"The optimizer holds exactly the {n:,} trainable parameters.")
+
+
+# ----------------------------------------------------------------------------- hints (exercises of 03)
+
+register_hints(
+    "freeze_by_hand",
+    "Every parameter of the backbone must stop learning, and the head's must keep learning. A "
+    "parameter learns when it has requires_grad=True.",
+    "model.parameters() / model.named_parameters() give every parameter; model.get_classifier() "
+    "is the head of a timm model. A module has no requires_grad flag of its own: its parameters do.",
+    "for p in model.parameters():\n    p.requires_grad = ...\nfor p in <the head>.parameters():\n"
+    "    p.requires_grad = ...",
+)
+register_hints(
+    "bn_eval_mode",
+    "BatchNorm layers update running_mean/running_var whenever they run in train mode, whatever "
+    "requires_grad says, and fit() calls model.train() every epoch. The frozen BN layers must stay "
+    "in eval mode even after that (or stop updating).",
+    "isinstance(m, nn.BatchNorm2d) finds them in model.modules(); module.register_forward_pre_hook(fn) "
+    "calls fn(module, inputs) before every forward; a BN layer's momentum sets how fast its statistics move.",
+    "def keep_eval(module, inputs):\n    ...  # switch *this* module to eval mode; return nothing\n"
+    "for m in model.modules():\n    if isinstance(m, nn.BatchNorm2d):\n        m.register_forward_pre_hook(...)",
+)
+register_hints(
+    "count_trainable",
+    "Count numbers (elements), not tensors, and only those that will train.",
+    "p.numel() is the number of elements of a tensor; p.requires_grad says whether it trains.",
+    "n_trainable = sum(... for p in model.parameters() if ...)",
+)
+register_hints(
+    "optimizer_trainable",
+    "The optimizer should receive exactly the parameters that train: not the frozen ones, and none "
+    "left out. Give it a list, not a generator that something else may already have used up.",
+    "torch.optim.AdamW(params, lr=lr) takes any list of tensors; p.requires_grad tells which ones train.",
+    "params = [p for p in model.parameters() if ...]\noptimizer = torch.optim.AdamW(..., lr=lr)",
+)
