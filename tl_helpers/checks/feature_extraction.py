@@ -120,6 +120,8 @@ def _check_extract_loop(extract_features: Any) -> CheckResult:
     before = {k: m.running_mean.clone() for k, m in batchnorms(extractor) if m.running_mean is not None}
     try:
         result = extract_features(extractor, loader)
+    except NotImplementedError:
+        raise
     except Exception as exc:
         return learner_error(exc, "extract_features(extractor, loader)")
     if not isinstance(result, (tuple, list)) or len(result) != 2:
