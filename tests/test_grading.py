@@ -192,13 +192,6 @@ VARIANTS = [
         "Data leakage",
     ),
     (
-        "02_feature_extraction_exercises",
-        "acc = clf.score(X_test.numpy(), y_test.numpy())",
-        "acc = clf.score(X_train.numpy(), y_train.numpy())",
-        "probe_accuracy",
-        "wrong split",
-    ),
-    (
         "03_freezing_exercises",
         "models.freeze(model)",
         "for name, p in model.named_parameters():\n    p.requires_grad = name.startswith('classifier')",
