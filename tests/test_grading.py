@@ -286,13 +286,6 @@ VARIANTS = [
         "Data leakage",
     ),
     (
-        "02_feature_extraction_exercises",
-        "acc = clf.score(X_test.numpy(), y_test.numpy())",
-        "acc = clf.score(X_train.numpy(), y_train.numpy())",
-        "probe_accuracy",
-        "wrong split",
-    ),
-    (
         "03_freezing_exercises",
         "        module.register_forward_pre_hook(keep_in_eval_mode)",
         "        pass",

@@ -1,6 +1,6 @@
 """Self-check exercises: ``check("freeze_backbone", model)`` gives immediate, specific feedback.
 
-One module per topic registers its checks (:mod:`.splits`, :mod:`.feature_extraction`,
+One module per topic registers its checks (:mod:`.splits`, :mod:`.pretrained`, :mod:`.feature_extraction`,
 :mod:`.freezing`, :mod:`.heads`, :mod:`.fine_tuning`, :mod:`.language`); :mod:`.table` says which
 check grades which notebook variables of which exercise notebook; :mod:`.hints` gives step-by-step
 hints on request. Everything a notebook or the grader needs is importable from here::
@@ -10,12 +10,12 @@ hints on request. Everything a notebook or the grader needs is importable from h
 
 from __future__ import annotations
 
-from tl_helpers.checks import feature_extraction, fine_tuning, freezing, heads, language, splits
+from tl_helpers.checks import feature_extraction, fine_tuning, freezing, heads, language, pretrained, splits
 from tl_helpers.checks.core import CHECKS, Check, CheckResult, check, is_finite_number, run_check
 from tl_helpers.checks.hints import HINTS, hint, hints_used
 from tl_helpers.checks.table import ASSIGNMENTS, total_points
 
-TOPICS = (splits, feature_extraction, freezing, heads, fine_tuning, language)
+TOPICS = (splits, pretrained, feature_extraction, freezing, heads, fine_tuning, language)
 
 __all__ = [
     "ASSIGNMENTS",

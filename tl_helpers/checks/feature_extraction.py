@@ -12,13 +12,15 @@ from tl_helpers.checks.core import (
     CheckResult,
     batchnorms,
     fail,
+    learner_error,
     ok,
     probe_images,
     reference_extractor,
     register,
 )
+from tl_helpers.checks.hints import register_hints
 
-__all__: list[str] = []  # checks register themselves in CHECKS; nothing else is public
+__all__ = ["fitted_rows"]
 
 
 @register("feature_extractor", 2, "a pretrained backbone that returns pooled features, in eval mode")
@@ -42,7 +44,7 @@ def _check_feature_extractor(extractor: Any) -> CheckResult:
     if out.shape[1] == 1000:
         return fail(
             "1000 outputs: these are still ImageNet class scores. Remove the head "
-            "(model.reset_classifier(0), load_backbone(..., num_classes=0) or nn.Identity())."
+            "(model.reset_classifier(0), or replace model.classifier with nn.Identity())."
         )
     moved = any(not torch.equal(m.running_mean, before[n]) for n, m in batchnorms(model) if n in before)
     if moved:
@@ -88,3 +90,231 @@ def _check_probe_accuracy(acc: Any, clf: Any, X_train: Any, y_train: Any, X_test
             f"accuracy is {true_test:.1%}. Score on X_test, y_test."
         )
     return fail(f"Your accuracy {acc:.1%} does not match this classifier on the test features ({true_test:.1%}).")
+
+
+def _numpy(x: Any) -> Any:
+    import numpy as np
+
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+@register("extract_loop", 3, "a hand-written extraction loop: eval mode, no gradients, every batch, labels aligned")
+def _check_extract_loop(extract_features: Any) -> CheckResult:
+    if not callable(extract_features):
+        return fail("Pass your function extract_features(extractor, loader) itself (no parentheses).")
+    from tl_helpers.data import ImageTensors, make_loader
+    from tl_helpers.device import get_device
+
+    g = torch.Generator().manual_seed(0)
+    n = 20
+    images = torch.randint(0, 256, (n, 3, 64, 64), generator=g, dtype=torch.uint8)
+    labels = torch.randperm(n, generator=g) % 10
+    data = ImageTensors(images, labels, [f"probe/{i}.jpg" for i in range(n)])
+    loader = make_loader(data, batch_size=6, image_size=64)  # 4 batches, the last one partial
+    reference = reference_extractor()
+    with torch.no_grad():
+        expected = torch.cat([reference(x) for x, _ in loader])
+    extractor = copy.deepcopy(reference).train().to(get_device())  # the loop must switch to eval mode
+    before = {k: m.running_mean.clone() for k, m in batchnorms(extractor) if m.running_mean is not None}
+    try:
+        result = extract_features(extractor, loader)
+    except NotImplementedError:
+        raise
+    except Exception as exc:
+        return learner_error(exc, "extract_features(extractor, loader)")
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        return fail("Return a pair (features, labels): features N x D, labels N, in the loader's order.")
+    X, y = result
+    if isinstance(X, torch.Tensor) and X.requires_grad:
+        return fail(
+            "The features still carry the autograd graph: run the loop under torch.no_grad() (extraction "
+            "needs no gradients; keeping the graph of every batch wastes memory and time)."
+        )
+    X, y = torch.as_tensor(_numpy(X)).float().cpu(), torch.as_tensor(_numpy(y)).long().cpu().flatten()
+    if len(X) != n:
+        last = n - (n // 6) * 6
+        if len(X) in (6, last):
+            return fail(
+                f"{len(X)} feature rows for {n} images: only one batch was kept (the variable was overwritten "
+                "in the loop). Append each batch's features to a list and torch.cat them after the loop."
+            )
+        return fail(f"{len(X)} feature rows for {n} images: collect the features of every batch, once.")
+    if X.ndim != 2:
+        return fail(f"Expected features N x D, got shape {tuple(X.shape)}.")
+    moved = any(not torch.equal(m.running_mean.cpu(), before[k].cpu()) for k, m in batchnorms(extractor) if k in before)
+    if moved:
+        return fail(
+            "The extractor ran in train mode: BatchNorm normalised with each batch's statistics and updated "
+            "its running statistics, so an image's features depend on its batch. Call extractor.eval() "
+            "before the loop."
+        )
+    if len(y) != n or not torch.equal(y, labels):
+        return fail(
+            "The labels do not line up with the features: collect the labels of each batch in the same loop, "
+            "in the same order as the features (no shuffling, no separate pass)."
+        )
+    if not torch.allclose(X, expected, atol=1e-3, rtol=1e-3):
+        return fail(
+            "These features differ from the extractor's output for the loader's batches: feed each batch "
+            "from the loader to the extractor as it is (the loader already normalises)."
+        )
+    return ok(f"{n} images -> {tuple(X.shape)} features in eval mode without gradients, labels aligned.")
+
+
+def fitted_rows(clf: Any, candidates: dict[str, tuple[Any, Any]], probe: Any) -> str:
+    """Which candidate training set ``clf`` was fitted on: the refit on it predicts most like ``clf``.
+
+    Args:
+        clf: A fitted scikit-learn classifier (or pipeline).
+        candidates: name -> (features, labels) of each set it may have been fitted on.
+        probe: Features on which the predicted probabilities are compared.
+
+    Returns:
+        The name of the closest candidate.
+    """
+    import numpy as np
+    from sklearn.base import clone
+    from threadpoolctl import threadpool_limits
+
+    mine = clf.predict_proba(probe)
+    distance = {}
+    for name, (X, y) in candidates.items():
+        with threadpool_limits(limits=1, user_api="blas"):
+            refit = clone(clf).fit(X, y)
+        distance[name] = float(np.abs(refit.predict_proba(probe) - mine).mean())
+    return min(distance, key=distance.__getitem__)
+
+
+@register("probe_selection", 3, "C chosen on validation accuracy, fitted without test rows, scored once on test")
+def _check_probe_selection(
+    Cs: Any,
+    val_scores: Any,
+    best_C: Any,
+    clf: Any,
+    X_train: Any,
+    y_train: Any,
+    X_val: Any,
+    y_val: Any,
+    X_test: Any,
+    y_test: Any,
+    test_acc: Any,
+) -> CheckResult:
+    import numpy as np
+    from sklearn.base import clone
+    from threadpoolctl import threadpool_limits
+
+    Xtr, Xva, Xte = (np.asarray(_numpy(x), dtype=np.float64) for x in (X_train, X_val, X_test))
+    ytr, yva, yte = (np.asarray(_numpy(y)).ravel() for y in (y_train, y_val, y_test))
+    Cs, val_scores = [float(c) for c in Cs], [float(s) for s in val_scores]
+    if len(Cs) < 2 or len(Cs) != len(val_scores):
+        return fail("Give at least two candidate values in Cs and one validation score per candidate in val_scores.")
+    test_rows = {r.tobytes() for r in np.round(Xte, 5)}
+    if sum(r.tobytes() in test_rows for r in np.round(Xva, 5)):
+        return fail(
+            "Your validation features are test features: choosing C on them is choosing it on the test set. "
+            "Extract the validation features from data['val']."
+        )
+    if sum(r.tobytes() in test_rows for r in np.round(Xtr, 5)):
+        return fail("Data leakage: test feature rows also appear in the training features.")
+    keys = [k for k in clf.get_params() if k == "C" or k.endswith("__C")]
+    if not keys:
+        return fail("Use a classifier with a regularisation parameter C (LogisticRegression(C=...)).")
+    key = keys[-1]
+    if not np.isclose(float(clf.get_params()[key]), float(best_C)):
+        return fail(
+            f"Your final classifier uses C={clf.get_params()[key]}, not your best_C={best_C}: refit it with best_C."
+        )
+    chosen = [i for i, c in enumerate(Cs) if np.isclose(c, float(best_C))]
+    if not chosen or val_scores[chosen[0]] < max(val_scores) - 1e-9:
+        return fail(
+            f"best_C={best_C} is not the candidate with the best validation score "
+            f"(that is C={Cs[int(np.argmax(val_scores))]}, {max(val_scores):.1%}). "
+            "Pick the C that maximises val_scores."
+        )
+    recomputed = {"validation": [], "test": [], "training": []}
+    for c in Cs:
+        with threadpool_limits(limits=1, user_api="blas"):
+            model = clone(clf).set_params(**{key: c}).fit(Xtr, ytr)
+        recomputed["validation"].append(float(model.score(Xva, yva)))
+        recomputed["test"].append(float(model.score(Xte, yte)))
+        recomputed["training"].append(float(model.score(Xtr, ytr)))
+    gap = {name: max(abs(a - b) for a, b in zip(scores, val_scores)) for name, scores in recomputed.items()}
+    if gap["validation"] > 0.02:
+        if gap["test"] <= 0.02:
+            return fail(
+                "You chose C by test accuracy: your val_scores are the test accuracies of the candidates. "
+                "The test set must decide nothing; score each candidate on X_val, y_val and keep the test "
+                "set for the one final measurement."
+            )
+        if gap["training"] <= 0.02:
+            return fail(
+                "Your val_scores are training accuracies (the data each candidate was fitted on): score each "
+                "candidate on the validation features X_val, y_val."
+            )
+        return fail(
+            f"Your val_scores {[round(s, 3) for s in val_scores]} do not match candidates fitted on the training "
+            f"features and scored on the validation features ({[round(s, 3) for s in recomputed['validation']]})."
+        )
+    both = (np.vstack([Xtr, Xva]), np.concatenate([ytr, yva]))
+    rows = fitted_rows(
+        clf,
+        {
+            "train": (Xtr, ytr),
+            "train + val": both,
+            "train + test": (np.vstack([Xtr, Xte]), np.concatenate([ytr, yte])),
+            "train + val + test": (np.vstack([both[0], Xte]), np.concatenate([both[1], yte])),
+        },
+        Xte,
+    )
+    if "test" in rows:
+        return fail(
+            f"The final classifier was refitted on {rows}: the test images were used for fitting, so its test "
+            "accuracy measures memory, not generalisation. Refit on the training (and, if you like, validation) "
+            "features only."
+        )
+    true_test = float(clf.score(Xte, yte))
+    true_train = float(clf.score(Xtr, ytr))
+    acc = float(test_acc)
+    if acc > 1.0 and abs(acc / 100 - true_test) < 0.01:
+        return fail("Report accuracy as a fraction between 0 and 1, not a percentage.")
+    if abs(acc - true_test) > 0.005:
+        if abs(acc - true_train) <= 0.005:
+            return fail(f"test_acc {acc:.1%} is the training accuracy; score the final classifier on X_test, y_test.")
+        if any(abs(acc - s) <= 1e-9 for s in val_scores):
+            return fail(f"test_acc {acc:.1%} is a validation score; score the final classifier once on X_test, y_test.")
+        return fail(f"test_acc {acc:.1%} does not match the final classifier on the test features ({true_test:.1%}).")
+    return ok(
+        f"C={best_C} chosen on validation accuracy ({max(val_scores):.1%}), probe fitted on {rows}, "
+        f"test accuracy {true_test:.1%} measured once."
+    )
+
+
+register_hints(
+    "feature_extractor",
+    "A feature extractor is the pretrained network minus its ImageNet classifier: it should return one "
+    "pooled vector per image, computed with BatchNorm's stored statistics.",
+    "models.load_backbone(name) (pretrained by default); timm models have reset_classifier(...); "
+    "module.eval() switches BatchNorm and dropout to inference.",
+    "extractor = models.load_backbone(...); remove the head with extractor.reset_classifier(<no classes>) "
+    "(or put nn.Identity() where the classifier was); then extractor.eval().",
+)
+register_hints(
+    "extract_loop",
+    "Run every batch of the loader through the frozen extractor in inference mode, keep the features and "
+    "the labels of each batch together, and join them at the end.",
+    "extractor.eval(), the torch.no_grad() context (or decorator), `for X, y in loader:`, list.append and "
+    "torch.cat(list_of_tensors).",
+    "feats, labels = [], []; switch to eval; under no_grad: for X, y in loader: feats.append(extractor(X)); "
+    "labels.append(y); return torch.cat(...), torch.cat(...).",
+)
+register_hints(
+    "probe_selection",
+    "Regularisation is a choice, and choices are made on validation data: the test set is looked at once, "
+    "at the end, and never used for fitting.",
+    "LogisticRegression(C=..., max_iter=1000) or features.fit_logistic_regression(X, y, C=...); .fit, .score; "
+    "X_val, y_val come from data['val']; max() over your scores.",
+    "for C in Cs: val_scores.append(<fit on X_train, y_train with C>.score(X_val, y_val)); best_C = the C with "
+    "the largest val score; clf = <fit with best_C on the training data>; test_acc = clf.score(X_test, y_test).",
+)

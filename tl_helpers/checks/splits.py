@@ -14,6 +14,7 @@ from tl_helpers.checks.core import (
     preprocessing_of,
     register,
 )
+from tl_helpers.checks.hints import register_hints
 
 __all__ = ["check_split_leakage"]
 
@@ -84,3 +85,23 @@ def check_split_leakage(train_data: Any, test_data: Any) -> CheckResult:
         if labels is not None and len(torch.as_tensor(labels).unique()) < 2:
             return fail(f"The {name} set has a single class; use a class-balanced subset such as .per_class(n).")
     return ok(f"{len(train)} training and {len(test)} test images, no overlap.")
+
+
+register_hints(
+    "normalisation",
+    "The pretrained weights expect pixels scaled to [0, 1], then each colour channel shifted by a mean "
+    "and divided by a std: the numbers the weights were trained with, not numbers from another tutorial.",
+    "models.get_preprocessing(model) has .mean and .std (one number per channel); view(1, 3, 1, 1) makes a "
+    "per-channel tensor broadcast over a batch N x 3 x H x W.",
+    "mean = torch.tensor(pre.mean).view(1, 3, 1, 1); std likewise; return (images.float() / <max pixel "
+    "value> - mean) / std.",
+)
+register_hints(
+    "split_leakage",
+    "A test image must never be seen during training: take the training and test images from different "
+    "splits, and the same number of images from every class.",
+    "data['train'], data['val'] and data['test'] are separate splits; ImageTensors.per_class(n, seed=...) "
+    "gives a class-balanced subset.",
+    "train_small = data[<the training split>].per_class(20, seed=seed); test_small = data[<the test "
+    "split>].per_class(20, seed=seed).",
+)

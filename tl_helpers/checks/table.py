@@ -12,11 +12,33 @@ __all__ = ["ASSIGNMENTS", "BUDGETS", "total_points"]
 
 # notebook stem -> [(gradebook column, check id, notebook variables passed to the check)]
 ASSIGNMENTS: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
+    "01_pretrained_models_exercises": [
+        ("preprocess", "normalisation", ("preprocess", "model")),
+        ("imagenet_topk", "imagenet_topk", ("top_predictions",)),
+        ("better_layer", "better_layer", ("probe_scores", "better_layer")),
+    ],
     "02_feature_extraction_exercises": [
         ("normalisation", "normalisation", ("normalise", "model")),
         ("feature_extractor", "feature_extractor", ("extractor",)),
         ("split_leakage", "split_leakage", ("train_small", "test_small")),
-        ("probe_accuracy", "probe_accuracy", ("acc", "clf", "X_train", "y_train", "X_test", "y_test")),
+        ("extract_loop", "extract_loop", ("extract_features",)),
+        (
+            "probe_selection",
+            "probe_selection",
+            (
+                "Cs",
+                "val_scores",
+                "best_C",
+                "clf",
+                "X_train",
+                "y_train",
+                "X_val",
+                "y_val",
+                "X_test",
+                "y_test",
+                "test_acc",
+            ),
+        ),
     ],
     "03_freezing_exercises": [
         ("freeze_backbone", "freeze_backbone", ("model",)),
