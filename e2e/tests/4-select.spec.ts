@@ -41,7 +41,7 @@ const nb = (...prefixes: string[]) =>
 
 test.describe('notebook selection (pure functions, no browser)', () => {
   test('LIGHT_NOTEBOOKS is the default light list', () => {
-    expect(LIGHT_NOTEBOOKS).toEqual(['00_', '01_', '03_', '04_', '05_', '07_', '08_']);
+    expect(LIGHT_NOTEBOOKS).toEqual(['00_', '04_', '08_']);
     expect(isLight('notebooks/08_budget.ipynb')).toBe(true);
     expect(isLight('exercises/03_probe.ipynb')).toBe(true);
     expect(isLight('notebooks/02_heavy.ipynb')).toBe(false);
