@@ -360,8 +360,11 @@ def test_sensible_readings_of_the_own_curve_pass(rule):
     from tl_helpers.checks.fine_tuning import read_curve
 
     at_min = CURVE_LRS[int(np.argmin(CURVE_LOSSES))]
-    chosen = {"tenth": at_min / 10, "steepest": read_curve(CURVE_LRS, CURVE_LOSSES)["steepest"],
-              "third_of_tenth": at_min / 30}[rule]
+    chosen = {
+        "tenth": at_min / 10,
+        "steepest": read_curve(CURVE_LRS, CURVE_LOSSES)["steepest"],
+        "third_of_tenth": at_min / 30,
+    }[rule]
     result = run_check("range_test_lr", chosen, CURVE_LRS, CURVE_LOSSES)
     assert result.passed, result.feedback
 
@@ -486,6 +489,32 @@ def test_discriminative_lr(model):
 
 
 def test_every_exercise_05_id_has_three_hint_steps():
-    for exercise in ("train_step", "lr_range_test", "range_test_lr", "two_phase", "discriminative_lr",
-                     "fine_tuned_accuracy"):
+    for exercise in (
+        "train_step",
+        "lr_range_test",
+        "range_test_lr",
+        "two_phase",
+        "discriminative_lr",
+        "fine_tuned_accuracy",
+    ):
         assert len(set(HINTS[exercise].steps)) == 3
+
+
+# end-to-end notebook variants, collected by tests/test_grading.py (format of its VARIANTS)
+GRADED_VARIANTS = [
+    (
+        "05_fine_tuning_low_lr_exercises",
+        "head_optimizer, optimizer = two_phase(model, train_loader, 1e-3, chosen_lr, 3, 2)",
+        "head_optimizer, optimizer = two_phase(model, train_loader, 1e-3, 1e-4, 3, 2)",
+        "accuracy",
+        None,  # phase 2 at 1e-4, a rate the course recommends: full marks
+    ),
+    ("05_fine_tuning_low_lr_exercises", "    optimizer.zero_grad()", "    pass", "train_step", "not zeroed"),
+    (
+        "05_fine_tuning_low_lr_exercises",
+        "chosen_lr = lr_at_min / 10",
+        "chosen_lr = lr_at_min",
+        "range_test_lr",
+        "at or past the minimum",
+    ),
+]
