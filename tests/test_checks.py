@@ -178,29 +178,7 @@ def test_optimizer_with_no_parameters_consumed_generator(model):
     fails_with(run_check("fine_tune_lr", optimizer, model), "no parameters at all")
 
 
-def test_fine_tune_lr(model):
-    assert run_check("fine_tune_lr", torch.optim.AdamW(model.parameters(), lr=1e-4), model).passed
-    assert run_check("fine_tune_lr", torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9), model).passed
-    fails_with(run_check("fine_tune_lr", torch.optim.AdamW(model.parameters(), lr=0.1), model), "far too high")
-    fails_with(run_check("fine_tune_lr", torch.optim.SGD(model.parameters(), lr=1.0), model), "far too high")
-    fails_with(
-        run_check("fine_tune_lr", torch.optim.AdamW(model.get_classifier().parameters(), lr=1e-3), model),
-        "only trains the head",
-    )
-
-
-def test_discriminative_lr(model):
-    good = torch.optim.AdamW(models.discriminative_param_groups(model, head_lr=1e-3))
-    assert run_check("discriminative_lr", good, model).passed
-    head = list(model.get_classifier().parameters())
-    rest = [p for p in model.parameters() if all(p is not h for h in head)]
-    fails_with(
-        run_check("discriminative_lr", torch.optim.AdamW(model.parameters(), lr=1e-4), model),
-        "One learning rate everywhere",
-    )
-    reversed_ = torch.optim.AdamW([{"params": rest, "lr": 1e-3}, {"params": head, "lr": 1e-4}])
-    fails_with(run_check("discriminative_lr", reversed_, model), "other way round")
-    fails_with(run_check("discriminative_lr", torch.optim.AdamW(rest, lr=1e-4), model), "missing")
+# fine_tune_lr and discriminative_lr: tests/test_exercise_05.py
 
 
 # ----------------------------------------------------------------------------- heads

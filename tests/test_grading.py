@@ -314,7 +314,6 @@ VARIANTS = [
         "in_features",
     ),
     ("04_replacing_the_head_exercises", "    model.eval()\n", "", "evaluate_mode", "train mode"),
-    ("05_fine_tuning_low_lr_exercises", "lr = 1e-3", "lr = 0.1", "fine_tune_lr", "far too high"),
     (
         "06_capstone_quick_check_exercises",
         "params = [p for p in model.parameters() if p.requires_grad]",

@@ -52,6 +52,10 @@ ASSIGNMENTS: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
         ("evaluate_mode", "evaluate_mode", ("evaluate_accuracy",)),
     ],
     "05_fine_tuning_low_lr_exercises": [
+        ("train_step", "train_step", ("train_step", "device")),
+        ("lr_range_test", "lr_range_test", ("lr_range_test", "device")),
+        ("range_test_lr", "range_test_lr", ("chosen_lr", "range_lrs", "range_losses")),
+        ("two_phase", "two_phase", ("two_phase", "device")),
         ("fine_tune_lr", "fine_tune_lr", ("optimizer", "model")),
         ("discriminative_lr", "discriminative_lr", ("optimizer_groups", "model")),
         ("accuracy", "accuracy", ("test_acc", "model", "train_small", "test_small")),
