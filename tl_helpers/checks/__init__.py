@@ -10,12 +10,12 @@ hints on request. Everything a notebook or the grader needs is importable from h
 
 from __future__ import annotations
 
-from tl_helpers.checks import feature_extraction, fine_tuning, freezing, heads, language, splits
+from tl_helpers.checks import feature_extraction, fine_tuning, freezing, heads, language, outcomes, splits, transfer
 from tl_helpers.checks.core import CHECKS, Check, CheckResult, check, is_finite_number, run_check
 from tl_helpers.checks.hints import HINTS, hint, hints_used
 from tl_helpers.checks.table import ASSIGNMENTS, total_points
 
-TOPICS = (splits, feature_extraction, freezing, heads, fine_tuning, language)
+TOPICS = (splits, feature_extraction, freezing, heads, fine_tuning, language, outcomes, transfer)
 
 __all__ = [
     "ASSIGNMENTS",
