@@ -187,8 +187,9 @@ def optimizer_vs_trainable(optimizer: Any, model: nn.Module) -> CheckResult | No
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     if not in_opt:
         return fail(
-            "The optimizer received no parameters at all, so training changes nothing (accuracy stays "
-            "near chance, and no error is raised). A common cause: a model.parameters() generator (or "
+            "The optimizer received no parameters at all, so training changes nothing: train.fit stops "
+            "with a ValueError, and a hand-written loop runs without error while accuracy stays near "
+            "chance. A common cause: a model.parameters() generator (or "
             "a (p for p in ...) expression) that was already consumed, e.g. by counting parameters. "
             "Make it a list: params = [p for p in model.parameters() if p.requires_grad]."
         )

@@ -43,15 +43,17 @@ HELDOUT_PER_CLASS = 50
 
 BASELINES: dict[str, float] = {
     "head-only": 0.738,
-    "fine-tune": 0.80,
+    "fine-tune": 0.838,
 }
 """Held-out accuracy of two recipes at the budget, measured with tl_helpers.train.fit on CPU, seed 0,
 ``data["train"].per_class(30)`` (300 images), batch 32, augmented, AdamW, 64 px, scored on
 ``load_eurosat_heldout(50)`` (500 private images): head only (backbone frozen, lr 1e-2, 5 epochs = 1,500
-passes, 7 s): 73.8 %; full fine-tuning (lr 1e-3, 5 epochs): see the value above.
+passes, 7 s unloaded): 73.8 % (10 epochs: 76.4 %); full fine-tuning (lr 1e-3, 5 epochs, 7 s): 83.8 %
+(10 epochs: 83.0 %); fine-tuning at lr 1e-4 for 5 epochs: 55.6 % (it needs the whole budget).
 """
-PASS_ACCURACY = 0.70
-"""Full marks from here: a sound recipe (at least head-only training done right, less a margin for seeds)."""
+PASS_ACCURACY = 0.60
+"""Full marks from here: any sound recipe. Head-only and fine-tuning at the recommended learning rates clear
+it; an untrained head (10 %), or a backbone wrecked by a far too high learning rate, does not."""
 
 _STRATEGIES = ("probe", "head-only", "fine-tune")
 
