@@ -253,8 +253,13 @@ def test_recipe_too_many_training_images_is_refused():
 
 def test_recipe_incomplete_is_named():
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 64 * 64, 10))
-    result = run_check("recipe_outcome", model, {"strategy": "transfer", "lr": 1e-3, "epochs": 5, "image_size": 64},
-                       history_of(5), train_set(30))
+    result = run_check(
+        "recipe_outcome",
+        model,
+        {"strategy": "transfer", "lr": 1e-3, "epochs": 5, "image_size": 64},
+        history_of(5),
+        train_set(30),
+    )
     assert not result.passed and "must be one of" in result.feedback
 
 

@@ -58,7 +58,9 @@ it; an untrained head (10 %), or a backbone wrecked by a far too high learning r
 _STRATEGIES = ("probe", "head-only", "fine-tune")
 
 
-def predictions_of(model: nn.Module, data: ImageTensors, image_size: int = 64, train_mode: bool = False) -> torch.Tensor:
+def predictions_of(
+    model: nn.Module, data: ImageTensors, image_size: int = 64, train_mode: bool = False
+) -> torch.Tensor:
     """Predicted labels of (a copy of) ``model`` on ``data``, with the model's own normalisation.
 
     Args:
@@ -126,7 +128,9 @@ def _check_balanced_split(balanced_subset: Any) -> CheckResult:
         raise
     except RuntimeError as exc:
         if "per_class() is switched off" in str(exc):
-            return fail("You called .per_class(): here the point is to write it — pick n indices of each class yourself.")
+            return fail(
+                "You called .per_class(): here the point is to write it — pick n indices of each class yourself."
+            )
         return learner_error(exc, "balanced_subset")
     except Exception as exc:
         return learner_error(exc, "balanced_subset")
@@ -150,7 +154,9 @@ def _check_balanced_split(balanced_subset: Any) -> CheckResult:
     if a.files != b.files:
         return fail("The same seed gave two different subsets: seed your generator (e.g. np.random.default_rng(seed)).")
     if a.files == c.files:
-        firsts = [f"img{i}.jpg" for k in range(4) for i in sorted(torch.nonzero(split.labels == k).flatten().tolist())[:10]]
+        firsts = [
+            f"img{i}.jpg" for k in range(4) for i in sorted(torch.nonzero(split.labels == k).flatten().tolist())[:10]
+        ]
         if sorted(a.files) == sorted(firsts):
             return fail(
                 "Always the first n images of each class, whatever the seed: shuffle (with the seed) before "
@@ -165,7 +171,9 @@ def _check_balanced_split(balanced_subset: Any) -> CheckResult:
 
 def _recipe_problem(recipe: Any) -> str | None:
     if not isinstance(recipe, Mapping):
-        return "Describe your choice in a dict: recipe = {'strategy': ..., 'lr': ..., 'epochs': ..., 'image_size': ...}."
+        return (
+            "Describe your choice in a dict: recipe = {'strategy': ..., 'lr': ..., 'epochs': ..., 'image_size': ...}."
+        )
     missing = [k for k in ("strategy", "lr", "epochs", "image_size") if k not in recipe]
     if missing:
         return f"recipe is missing {', '.join(missing)}."
