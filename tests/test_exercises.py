@@ -127,7 +127,7 @@ def test_hint_gives_the_steps_in_order_and_counts(capsys):
 def test_solutions_stored_clean_and_cover_topics():
     stems = sorted(p.stem for p in (REPO / "solutions").glob("*.ipynb"))
     assert stems == sorted(ASSIGNMENTS)
-    assert [s[:2] for s in stems] == ["01", "02", "03", "04", "05", "06", "08"]
+    assert [s[:2] for s in stems] == ["01", "02", "03", "04", "05", "06", "07", "08"]
     graded = [c for spec in ASSIGNMENTS.values() for c in spec]
     assert len(graded) >= 12 and all(CHECKS[cid].points > 0 for _, cid, _ in graded)
     for stem, spec in ASSIGNMENTS.items():

@@ -76,7 +76,11 @@ __all__ = [
     "TensorImageDataset",
     "decode_image",
     "decode_samples",
+    "DIGITS_PUBLIC_SIZE",
+    "digits_public_indices",
+    "load_digits_public",
     "load_eurosat",
+    "load_eurosat_heldout",
     "make_loader",
     "make_split",
     "per_class_indices",
@@ -367,6 +371,70 @@ def load_eurosat(
     )
     folder = cache_dir(data_dir_)
     return {name: decode_samples(root, split[name], cache=folder, name=name, progress=progress) for name in splits}
+
+
+def load_eurosat_heldout(
+    per_class: int = 50,
+    *,
+    seed: int = 0,
+    data_dir_: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> ImageTensors:
+    """EuroSAT images *outside* the quick-check split (seed 0), ``per_class`` of each class, decoded and cached.
+
+    The quick check uses 900 of each class's 2,000-3,000 images; the rest never appear in
+    :func:`load_eurosat` (with its default seed). This draws a class-balanced, seeded sample from
+    that remainder: images no notebook trains, tunes or tests on, for grading a model on data its
+    author could not have looked at.
+
+    Args:
+        per_class: Images of each class.
+        seed: Seed of the draw (``numpy.random.default_rng([seed, class, 2027])``).
+        data_dir_: Data folder (``None``: the configured one).
+        progress: Show a progress bar while decoding (first call only; then cached).
+
+    Raises:
+        DataError: a class has fewer than ``per_class`` images left over.
+    """
+    root = find_eurosat(data_dir_)
+    report = scan_folder(root)
+    split = make_split(report.samples)
+    used = {path for name in ("train", "val", "test") for path, _ in split[name]}
+    by_class: dict[int, list[str]] = {}
+    for path, label in report.samples:
+        if path not in used:
+            by_class.setdefault(label, []).append(path)
+    chosen: list[Sample] = []
+    for label in sorted(by_class):
+        files = sorted(by_class[label], key=_natural_key)
+        if len(files) < per_class:
+            raise DataError(f"Class {label} has only {len(files)} held-out images, {per_class} requested.")
+        order = np.random.default_rng([seed, label, 2027]).permutation(len(files))[:per_class]
+        chosen += [(files[i], label) for i in sorted(order.tolist())]
+    return decode_samples(root, chosen, cache=cache_dir(data_dir_), name=f"heldout{seed}", progress=progress)
+
+
+DIGITS_PUBLIC_SIZE = 1000  # of scikit-learn's 1,797 digits; the other 797 are held back for grading
+
+
+def digits_public_indices(seed: int = 0) -> np.ndarray:
+    """Indices (into ``sklearn.datasets.load_digits()``) of the public part: 100 per class, seeded, sorted."""
+    from sklearn.datasets import load_digits
+
+    labels = load_digits().target
+    return np.sort(per_class_indices(labels, DIGITS_PUBLIC_SIZE // 10, seed))
+
+
+def load_digits_public(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The public part of scikit-learn's 8x8 digits: images ``N x 8 x 8`` float32 in [0, 1], labels ``N``.
+
+    The remaining 797 digits are a private part, never returned here (graders score on it).
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    idx = digits_public_indices(seed)
+    return (digits.images[idx] / 16.0).astype(np.float32), digits.target[idx].astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- loaders

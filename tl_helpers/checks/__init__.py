@@ -10,12 +10,22 @@ hints on request. Everything a notebook or the grader needs is importable from h
 
 from __future__ import annotations
 
-from tl_helpers.checks import feature_extraction, fine_tuning, freezing, heads, language, pretrained, splits
+from tl_helpers.checks import (
+    feature_extraction,
+    fine_tuning,
+    freezing,
+    heads,
+    language,
+    outcomes,
+    pretrained,
+    splits,
+    transfer,
+)
 from tl_helpers.checks.core import CHECKS, Check, CheckResult, check, is_finite_number, run_check
 from tl_helpers.checks.hints import HINTS, hint, hints_used
 from tl_helpers.checks.table import ASSIGNMENTS, total_points
 
-TOPICS = (splits, pretrained, feature_extraction, freezing, heads, fine_tuning, language)
+TOPICS = (splits, pretrained, feature_extraction, freezing, heads, fine_tuning, language, outcomes, transfer)
 
 __all__ = [
     "ASSIGNMENTS",

@@ -68,11 +68,16 @@ ASSIGNMENTS: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
         ("fine_tune_lr", "text_fine_tune_lr", ("optimizer", "model")),
     ],
     "06_capstone_quick_check_exercises": [
+        ("balanced_split", "balanced_split", ("balanced_subset",)),
         ("split_leakage", "split_leakage", ("train_small", "test_small")),
-        ("normalisation", "normalisation", ("train_loader", "model")),
         ("optimizer_params", "optimizer_params", ("optimizer", "model")),
-        ("fine_tune_lr", "fine_tune_lr", ("optimizer", "model")),
+        ("recipe_outcome", "recipe_outcome", ("model", "recipe", "history", "train_small")),
         ("accuracy", "accuracy", ("test_acc", "model", "train_small", "test_small")),
+        ("confused_pair", "confused_pair", ("confused_pair", "model", "test_small", "recipe")),
+    ],
+    "07_when_transfer_helps_exercises": [
+        ("digits_strategy", "digits_strategy", ("predict_digits",)),
+        ("few_shot_ncm", "few_shot_ncm", ("nearest_class_mean",)),
     ],
 }
 

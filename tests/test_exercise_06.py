@@ -1,0 +1,285 @@
+"""Exercise 06 (the capstone): wrong answers written the way learners write them, each named by its feedback;
+correct answers written differently from the solution, which pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tl_helpers.checks import run_check
+from tl_helpers.data import ImageTensors
+from tl_helpers.train import History
+
+GRADED_VARIANTS = [
+    (
+        "06_capstone_quick_check_exercises",
+        "        chosen += rng.choice(np.flatnonzero(labels == c), size=n, replace=False).tolist()",
+        "        chosen += np.flatnonzero(labels == c)[:n].tolist()",
+        "balanced_split",
+        "first n images",
+    ),
+    (
+        "06_capstone_quick_check_exercises",
+        "confused_pair = (classes[t], classes[p])",
+        "confused_pair = (classes[p], classes[t])",
+        "confused_pair",
+        "Reversed",
+    ),
+]
+
+
+# ----------------------------------------------------------------------------- balanced_split
+
+
+def solution_subset(split, n, seed):
+    rng = np.random.default_rng(seed)
+    labels = split.labels.numpy()
+    chosen = []
+    for c in range(len(split.classes)):
+        chosen += rng.choice(np.flatnonzero(labels == c), size=n, replace=False).tolist()
+    return split.subset(sorted(chosen))
+
+
+def torch_subset(split, n, seed):  # another correct way: torch.randperm per class, no sorting
+    g = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in torch.unique(split.labels):
+        where = torch.nonzero(split.labels == c).flatten()
+        picks.append(where[torch.randperm(len(where), generator=g)[:n]])
+    return split.subset(torch.cat(picks))
+
+
+def shuffled_subset(split, n, seed):  # another correct way: shuffle everything once, then fill each class
+    order = np.random.default_rng(seed).permutation(len(split))
+    taken: dict[int, list[int]] = {}
+    for i in order:
+        c = int(split.labels[i])
+        if len(taken.setdefault(c, [])) < n:
+            taken[c].append(int(i))
+    return split.subset([i for c in sorted(taken) for i in taken[c]])
+
+
+def global_shuffle(split, n, seed):
+    order = np.random.default_rng(seed).permutation(len(split))
+    return split.subset(order[: n * len(split.classes)].tolist())
+
+
+def with_replacement(split, n, seed):
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in range(len(split.classes)):
+        chosen += rng.choice(np.flatnonzero(split.labels.numpy() == c), size=n).tolist()
+    return split.subset(chosen)
+
+
+def first_n(split, n, seed):
+    chosen = []
+    for c in range(len(split.classes)):
+        chosen += np.flatnonzero(split.labels.numpy() == c)[:n].tolist()
+    return split.subset(chosen)
+
+
+def unseeded(split, n, seed):
+    rng = np.random.default_rng()
+    chosen = []
+    for c in range(len(split.classes)):
+        chosen += rng.choice(np.flatnonzero(split.labels.numpy() == c), size=n, replace=False).tolist()
+    return split.subset(chosen)
+
+
+def misaligned(split, n, seed):
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in range(len(split.classes)):
+        chosen += rng.choice(np.flatnonzero(split.labels.numpy() == c), size=n, replace=False).tolist()
+    idx = torch.tensor(chosen)
+    return ImageTensors(split.images[idx], split.labels[torch.sort(idx).values], [split.files[i] for i in chosen])
+
+
+def ready_made(split, n, seed):
+    return split.per_class(n, seed=seed)
+
+
+@pytest.mark.parametrize("answer", [solution_subset, torch_subset, shuffled_subset])
+def test_balanced_split_correct_answers_pass(answer):
+    result = run_check("balanced_split", answer)
+    assert result.passed, result.feedback
+
+
+@pytest.mark.parametrize(
+    "answer, phrase",
+    [
+        (global_shuffle, "Not balanced"),
+        (with_replacement, "drawn twice"),
+        (first_n, "first n images"),
+        (unseeded, "same seed gave two different"),
+        (misaligned, "no longer line up"),
+        (ready_made, "You called .per_class()"),
+        ("a subset, not a function", "not its result"),
+    ],
+)
+def test_balanced_split_wrong_answers_are_named(answer, phrase):
+    result = run_check("balanced_split", answer)
+    assert not result.passed
+    assert phrase in result.feedback, result.feedback
+
+
+def test_balanced_split_crash_points_at_the_learners_line():
+    def buggy(split, n, seed):
+        rng = np.random.default_rng(seed)
+        chosen = []
+        for c in range(len(split.classes)):
+            chosen += rng.choice(np.flatnonzero(split.labels.numpy() == c), size=n, replace=False).tolist()
+        idx = torch.tensor(chosen)
+        return ImageTensors(split.images[idx], split.labels[idx], split.files[idx], split.classes)
+
+    result = run_check("balanced_split", buggy)
+    assert not result.passed
+    assert "Your balanced_subset raised TypeError" in result.feedback, result.feedback
+    assert "split.files[idx]" in result.feedback
+
+
+# ----------------------------------------------------------------------------- confused_pair on a tiny model
+
+CLASSES = ("A", "B", "C", "D")
+
+
+class Lookup(nn.Module):
+    """A 'model' whose predictions are set by hand: image i (its index in pixel 0) gets label eval_pred[i]."""
+
+    def __init__(self, eval_pred: list[int], train_pred: list[int]):
+        super().__init__()
+        self.eval_pred = torch.tensor(eval_pred)
+        self.train_pred = torch.tensor(train_pred)
+        self.dummy = nn.Linear(1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        index = torch.round((x[:, 0, 0, 0] * 0.5 + 0.5) * 255).long()
+        pred = (self.train_pred if self.training else self.eval_pred)[index]
+        return nn.functional.one_hot(pred, len(CLASSES)).float()
+
+
+def tiny_test_set() -> ImageTensors:
+    labels = torch.tensor([0] * 10 + [1] * 10 + [2] * 10 + [3] * 10)
+    images = torch.zeros(len(labels), 3, 64, 64, dtype=torch.uint8)
+    images[:, 0] = torch.arange(len(labels)).view(-1, 1, 1).to(torch.uint8)
+    return ImageTensors(images, labels, [f"t{i}.jpg" for i in range(len(labels))], CLASSES)
+
+
+def tiny_model() -> Lookup:
+    # eval mode: B -> C 5 times (the top pair), C -> B 2 times, A -> D 3 times, D -> C 3 times
+    pred = [0] * 7 + [3] * 3 + [1] * 5 + [2] * 5 + [2] * 8 + [1] * 2 + [3] * 7 + [2] * 3
+    # train mode: A -> B 9 times is its top confusion
+    train = [1] * 9 + [0] + pred[10:]
+    return Lookup(pred, train)
+
+
+def own_confusion(model, data):  # a correct answer written another way: sklearn and a loop over the batch
+    from sklearn.metrics import confusion_matrix
+
+    model.eval()
+    x = (data.images.float() / 255 - 0.5) / 0.5
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    m = confusion_matrix(data.labels.numpy(), pred.numpy(), labels=range(len(data.classes)))
+    np.fill_diagonal(m, 0)
+    t, p = np.unravel_index(m.argmax(), m.shape)
+    return (data.classes[t], data.classes[p])
+
+
+def test_confused_pair_correct_answers_pass():
+    data, model = tiny_test_set(), tiny_model()
+    for answer in [own_confusion(model, data), ("B", "C"), (1, 2)]:
+        result = run_check("confused_pair", answer, model, data, {"image_size": 64})
+        assert result.passed, result.feedback
+
+
+@pytest.mark.parametrize(
+    "answer, phrase",
+    [
+        (("C", "B"), "Reversed"),
+        (("B", "B"), "diagonal"),
+        (("A", "B"), "train mode"),
+        (("D", "C"), "Compute the confusion matrix of *this* model"),
+        (("Bee", "C"), "not a class name"),
+        ("B", "Give a pair"),
+    ],
+)
+def test_confused_pair_wrong_answers_are_named(answer, phrase):
+    result = run_check("confused_pair", answer, tiny_model(), tiny_test_set(), {"image_size": 64})
+    assert not result.passed
+    assert phrase in result.feedback, result.feedback
+
+
+def test_confused_pair_marginals_instead_of_the_cell():
+    # most errors in B (6: B->A 3, B->D 3), most wrong predictions are C (A->C 2, D->C 2) but B->C never happens;
+    # the top cell is B->A (3), tied with B->D.
+    pred = [0] * 8 + [2] * 2 + [0] * 3 + [3] * 3 + [1] * 4 + [2] * 10 + [3] * 8 + [2] * 2
+    model = Lookup(pred, pred)
+    result = run_check("confused_pair", ("B", "C"), model, tiny_test_set(), {"image_size": 64})
+    assert not result.passed
+    assert "most frequent wrong prediction" in result.feedback, result.feedback
+
+
+# ----------------------------------------------------------------------------- recipe_outcome (budget, leakage)
+
+
+def history_of(epochs: int) -> History:
+    return History(train_loss=[1.0] * epochs)
+
+
+RECIPE = {"strategy": "fine-tune", "lr": 1e-3, "epochs": 5, "image_size": 64}
+
+
+def train_set(per_class: int, files: list[str] | None = None) -> ImageTensors:
+    labels = torch.arange(10).repeat_interleave(per_class)
+    names = files or [f"fake/{i}.jpg" for i in range(len(labels))]
+    return ImageTensors(torch.zeros(len(labels), 3, 64, 64, dtype=torch.uint8), labels, names)
+
+
+def test_recipe_over_the_budget_is_refused():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 64 * 64, 10))
+    result = run_check("recipe_outcome", model, RECIPE, history_of(20), train_set(30))
+    assert not result.passed and "past the budget" in result.feedback, result.feedback
+
+
+def test_recipe_too_many_training_images_is_refused():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 64 * 64, 10))
+    result = run_check("recipe_outcome", model, RECIPE, history_of(1), train_set(250))
+    assert not result.passed and "per class" in result.feedback, result.feedback
+
+
+def test_recipe_incomplete_is_named():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 64 * 64, 10))
+    result = run_check(
+        "recipe_outcome",
+        model,
+        {"strategy": "transfer", "lr": 1e-3, "epochs": 5, "image_size": 64},
+        history_of(5),
+        train_set(30),
+    )
+    assert not result.passed and "must be one of" in result.feedback
+
+
+@pytest.mark.real_data
+def test_recipe_trained_on_test_images_is_named():
+    from tl_helpers.data import load_eurosat
+
+    test = load_eurosat(("test",), progress=False)["test"]
+    files = test.files[:300]
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 64 * 64, 10))
+    result = run_check("recipe_outcome", model, RECIPE, history_of(5), train_set(30, files))
+    assert not result.passed and "Test images used for training" in result.feedback, result.feedback
+
+
+@pytest.mark.real_data
+def test_recipe_untrained_model_scores_below_the_bar():
+    from tl_helpers.data import load_eurosat
+
+    train = load_eurosat(("train",), progress=False)["train"].per_class(30)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 10))  # never trained
+    result = run_check("recipe_outcome", model, RECIPE, history_of(5), train)
+    assert not result.passed and "private images" in result.feedback and "below" in result.feedback
