@@ -17,6 +17,7 @@ from tl_helpers.checks.core import (
     ok,
     register,
 )
+from tl_helpers.checks.hints import register_hints
 
 __all__: list[str] = []  # checks register themselves in CHECKS; nothing else is public
 
@@ -247,3 +248,51 @@ def _check_text_fine_tune_lr(optimizer: Any, model: Any) -> CheckResult:
     if low < 1e-6:
         return fail(f"Learning rate {fmt(low)} is so low that nothing moves in a few epochs; use 2e-5 to 5e-5.")
     return ok(f"Every parameter trains, encoder learning rate {fmt(top)}: the usual range for BERT-family models.")
+
+
+register_hints(
+    "text_mean_pool",
+    "A sentence's vector is the average of its real tokens only: padding positions must add nothing to the "
+    "sum and must not be counted in the divisor either.",
+    "attention_mask is 1 for real tokens and 0 for padding; broadcast it over the feature dimension "
+    "(unsqueeze(-1)) so it can zero the padded rows, and count the real tokens per sentence from it.",
+    "mask = attention_mask.<add a last dimension>.to(hidden.dtype)\n"
+    "return (hidden * mask).<sum over tokens> / mask.<sum over tokens>  # guard against dividing by 0",
+)
+register_hints(
+    "text_embed",
+    "Tokenize all sentences as one padded batch, run the encoder without gradients and without dropout, "
+    "and pool with your mean_pool, using the same mask the encoder saw.",
+    "The tokenizer takes padding=, truncation= and max_length= and return_tensors='pt'; the encoder takes "
+    "the whole batch (input_ids and attention_mask) and returns .last_hidden_state.",
+    "batch = tokenizer(sentences, <pad>, <truncate>, return_tensors='pt')\n"
+    "encoder.<inference mode>; with torch.no_grad(): hidden = encoder(<the whole batch>).last_hidden_state\n"
+    "return mean_pool(hidden, batch[<the mask>])",
+)
+register_hints(
+    "text_frozen_encoder",
+    "A frozen feature extractor has two properties: no parameter can receive a gradient, and layers that "
+    "behave differently in training (dropout) are switched to inference behaviour.",
+    "Every parameter has a requires_grad flag (encoder.parameters() lists them); a module's mode is set "
+    "with .train() / .eval().",
+    "for p in encoder.<its parameters>:\n    p.<flag> = False\nencoder.<inference mode>()",
+)
+register_hints(
+    "text_probe",
+    "Fit the probe on the training sentences' embeddings only; the test embeddings are used once, to score "
+    "it. Keep in X_fit / y_fit exactly what the classifier saw.",
+    "embed_sentences turns train_small.texts and test_small.texts into tensors; scikit-learn's "
+    "LogisticRegression has .fit(X, y) and .score(X, y) (numpy arrays).",
+    "X_fit, y_fit = embed_sentences(<training texts>), <training labels>\n"
+    "X_test, y_test = embed_sentences(<test texts>), <test labels>\n"
+    "clf = LogisticRegression(max_iter=...).fit(...); test_acc = clf.score(<test>)",
+)
+register_hints(
+    "text_fine_tune_lr",
+    "Fine-tuning trains the whole pretrained encoder and the new head together, with steps small enough "
+    "not to wreck what pretraining learned.",
+    "text.TextClassifier(encoder, num_classes) adds the head; pass all of model.parameters() to AdamW. "
+    "BERT-family models are usually fine-tuned with AdamW at a few times 1e-5.",
+    "model = text.TextClassifier(encoder_ft, num_classes=<labels>)\n"
+    "optimizer = torch.optim.AdamW(model.<every parameter>, lr=<a few times 1e-5>)",
+)

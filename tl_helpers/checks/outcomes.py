@@ -328,3 +328,13 @@ register_hints(
     "t, p = np.unravel_index(m.argmax(), m.shape)\n"
     "confused_pair = (classes[...], classes[...])",
 )
+
+
+register_hints(
+    "honest_accuracy",
+    "The number to report is the trained model's accuracy on the test images, measured with the model in "
+    "inference mode (BatchNorm's stored statistics, no dropout), as a fraction.",
+    "test_loader holds test_small, normalised like the training data; train.evaluate(model, loader, device) "
+    "switches to eval mode and returns a result with an .accuracy, or write the loop of exercise 04.",
+    "test_acc = <evaluate the model on test_loader>.<its accuracy>",
+)
