@@ -155,3 +155,14 @@ def test_cli_check_fails_on_stale_exercises(tmp_path, monkeypatch, capsys):
     (ex / "10_orphan_exercises.ipynb").write_text((ex / "09_x_exercises.ipynb").read_text())
     assert main(["exercises", "check"]) == 1
     assert "has no solutions" in capsys.readouterr().err
+
+
+def test_time_budgets_are_stated_in_the_notebooks_they_limit():
+    from tl_helpers.checks import table
+
+    assert table.BUDGETS, "the outcome exercises have time budgets"
+    for stem, seconds in table.BUDGETS.items():
+        assert stem in ASSIGNMENTS, stem
+        nb = nbformat.read(REPO / "exercises" / f"{stem}.ipynb", as_version=4)
+        text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+        assert f"{seconds} s" in text, f"{stem}: the notebook must state its grading budget ({seconds} s)"
