@@ -250,7 +250,7 @@ def _check_accuracy(acc: Any, model: Any, train_data: Any, test_data: Any) -> Ch
         return ok(f"Test accuracy {true:.1%}, measured on the test split in eval mode.")
     # The split first: evaluate() restores the mode it found, so a model left in train mode says
     # nothing about how the number was measured.
-    train_acc = accuracy_on(model, train_data, limit=2000)
+    train_acc = accuracy_on(model, train_data, limit=1000)
     if abs(acc - train_acc) <= tol and abs(train_acc - true) > tol:
         return fail(
             f"Accuracy computed on the wrong split: {acc:.1%} matches the training images "
