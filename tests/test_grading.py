@@ -434,6 +434,11 @@ def make_variant(tmp: Path, index: int, assignment: str, swaps: list[tuple[str, 
     return path
 
 
+# A wrong answer in these columns changes the data every later answer uses (a leaky or unbalanced split), so
+# it would change the later checks' diagnoses too: such variants get a notebook of their own.
+SOLO_COLUMNS = {"split_leakage", "balanced_split"}
+
+
 def pack_variants(variants: list) -> list[tuple[str, list[int]]]:
     """Group variants into as few notebooks as possible: per assignment, wrong answers together and correct
     ones together, at most one variant per gradebook column and per solution line in each notebook (so each
@@ -444,6 +449,8 @@ def pack_variants(variants: list) -> list[tuple[str, list[int]]]:
         wrong = hint is not None
         lines = {line.strip() for line in old.splitlines() if line.strip()}
         for p_assignment, p_wrong, columns, used, members in packs:
+            if column in SOLO_COLUMNS or columns & SOLO_COLUMNS:
+                continue
             if p_assignment == assignment and p_wrong == wrong and column not in columns and not (lines & used):
                 columns.add(column)
                 used |= lines
@@ -469,9 +476,18 @@ def test_packing_puts_one_answer_per_column_in_each_notebook():
     assert len(packs) < len(real)
 
 
+@pytest.fixture
+def roomy_budgets(monkeypatch):
+    """The outcome exercises' time budgets, tripled: these tests grade two notebooks at once on a shared
+    CI machine, where a correct notebook can take several times its quiet-machine time. The budget
+    itself is tested with a tiny one (test_budget_overrides_the_total_timeout...)."""
+    for stem, seconds in list(grading.BUDGETS.items()):
+        monkeypatch.setitem(grading.BUDGETS, stem, 3 * seconds)
+
+
 @pytest.mark.slow
 @pytest.mark.real_data
-def test_solutions_full_marks_and_exercises_zero(tmp_path):
+def test_solutions_full_marks_and_exercises_zero(tmp_path, roomy_budgets):
     results = grading.grade(
         [REPO / "solutions", REPO / "exercises"],
         out=tmp_path / "gb.csv",
@@ -493,7 +509,7 @@ def test_solutions_full_marks_and_exercises_zero(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.real_data
-def test_wrong_solutions_rejected_with_hint_and_alternatives_accepted(tmp_path):
+def test_wrong_solutions_rejected_with_hint_and_alternatives_accepted(tmp_path, roomy_budgets):
     # Several wrong answers (one per gradebook column) share a notebook, so that every diagnosed variant is
     # graded end to end in about half the notebook runs; correct alternatives share notebooks of their own.
     variants = collected_variants()
@@ -506,12 +522,13 @@ def test_wrong_solutions_rejected_with_hint_and_alternatives_accepted(tmp_path):
         Path(r.submission).name.split("_")[0]: r
         for r in grading.grade([tmp_path], progress=False, jobs=2, cell_timeout=300, total_timeout=900)
     }
-    for i, (_, _, _, column, hint) in enumerate(variants):
+    failures = []  # every variant is judged, then all that went wrong is reported at once
+    for i, (assignment, _, _, column, hint) in enumerate(variants):
         sub = results[notebook_of[i]]
-        assert sub.verdict == "ok" or hint is not None, sub.to_json()
         outcome = {c.id: c for c in sub.checks}[column]
         if hint is None:
-            assert outcome.passed and sub.score == sub.max_score, sub.to_json()
-        else:
-            assert not outcome.passed and hint.lower() in outcome.feedback.lower(), (i, outcome)
-            assert sub.score < sub.max_score
+            if not (outcome.passed and sub.score == sub.max_score and sub.verdict == "ok"):
+                failures.append((i, assignment, column, "should pass", sub.verdict, outcome.feedback[:300]))
+        elif outcome.passed or hint.lower() not in outcome.feedback.lower():
+            failures.append((i, assignment, column, hint, sub.verdict, outcome.feedback[:300]))
+    assert not failures, "\n".join(map(repr, failures))
