@@ -403,7 +403,7 @@ def first_sentence(feedback: str, limit: int = 160) -> str:
     import re
 
     text = " ".join(str(feedback).split())
-    sentence = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0]
+    sentence = re.split(r"(?<=[.!?])\s+(?=[A-Z\"'(`])", text, maxsplit=1)[0]  # "e.g. blocks.3" does not end it
     return sentence if len(sentence) <= limit else sentence[: limit - 1] + "…"
 
 
