@@ -532,3 +532,11 @@ def test_wrong_solutions_rejected_with_hint_and_alternatives_accepted(tmp_path, 
         elif outcome.passed or hint.lower() not in outcome.feedback.lower():
             failures.append((i, assignment, column, hint, sub.verdict, outcome.feedback[:300]))
     assert not failures, "\n".join(map(repr, failures))
+
+
+def test_runner_caps_the_kernels_threads_when_asked(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os\nn = os.environ.get('OMP_NUM_THREADS')")])
+    path = tmp_path / "threads.ipynb"
+    nbformat.write(nb, path)
+    extra = "import json\nprint('M:' + json.dumps({'n': n}))"
+    assert runner.run_isolated(path, extra, "M:", cell_timeout=60, total_timeout=120, threads=1).results == {"n": "1"}

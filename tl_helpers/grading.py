@@ -201,9 +201,14 @@ del _tl_grade
 
 
 def grade_notebook(
-    path: Path, *, cell_timeout: int = CELL_TIMEOUT, total_timeout: int = TOTAL_TIMEOUT, name: str | None = None
+    path: Path,
+    *,
+    cell_timeout: int = CELL_TIMEOUT,
+    total_timeout: int = TOTAL_TIMEOUT,
+    name: str | None = None,
+    threads: int | None = None,
 ) -> Submission:
-    """Grade one submission in a fresh kernel process. Never raises for a bad submission."""
+    """Grade one submission in a fresh kernel process (``threads``: its compute threads). Never raises."""
     import nbformat
 
     t0 = time.perf_counter()
@@ -225,7 +230,12 @@ def grade_notebook(
     if budget is not None:
         total_timeout = budget
     run = run_isolated(
-        path, grading_cell(assignment, marker), marker, cell_timeout=cell_timeout, total_timeout=total_timeout
+        path,
+        grading_cell(assignment, marker),
+        marker,
+        cell_timeout=cell_timeout,
+        total_timeout=total_timeout,
+        threads=threads,
     )
     sub.notes += run.events[:20]
     payload = run.results
@@ -303,13 +313,17 @@ def grade(
 
     files = find_submissions(paths)
     roots = [Path(p) for p in paths]
+    # with several kernels at once, share the cores out (unless the caller set the thread count)
+    threads = None
+    if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
 
     def one(item: tuple[int, Path]) -> Submission:
         i, path = item
         name = _display_name(path, roots)
         if progress:
             print(f"[{i}/{len(files)}] {name} ...", file=sys.stderr, flush=True)
-        return grade_notebook(path, cell_timeout=cell_timeout, total_timeout=total_timeout, name=name)
+        return grade_notebook(path, cell_timeout=cell_timeout, total_timeout=total_timeout, name=name, threads=threads)
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         results = list(pool.map(one, enumerate(files, 1)))

@@ -192,8 +192,12 @@ def run_isolated(
     *,
     cell_timeout: int = CELL_TIMEOUT,
     total_timeout: int = TOTAL_TIMEOUT,
+    threads: int | None = None,
 ) -> RunOutcome:
     """Run a copy of ``path`` in a fresh kernel (worker process, own session) under the limits.
+
+    ``threads`` caps the kernel's compute threads (OpenMP/MKL/OpenBLAS): several kernels at once on a
+    small CPU, each with a thread per core, slow each other down far more than their share.
 
     The copy lives alone in a temporary folder (a notebook that deletes files harms
     nothing); the job and result files live in another, private one. Never raises for
@@ -230,6 +234,9 @@ def run_isolated(
         )
         cmd = [sys.executable, "-m", "tl_helpers", "grade-worker", str(job_file)]
         env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
+        if threads is not None:
+            for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+                env[name] = str(max(1, threads))
         proc = subprocess.Popen(
             cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
         )
