@@ -169,3 +169,22 @@ def test_time_budgets_are_stated_in_the_notebooks_they_limit():
         nb = nbformat.read(REPO / "exercises" / f"{stem}.ipynb", as_version=4)
         text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
         assert f"{seconds} s" in text, f"{stem}: the notebook must state its grading budget ({seconds} s)"
+
+
+def test_markers_are_the_ones_nbgraders_clear_solutions_strips():
+    """nbgrader's ClearSolutions finds regions by its default delimiters, BEGIN SOLUTION / END SOLUTION,
+    as a substring of a line: every such line here is exactly a marker, balanced and not nested, so an
+    institution's nbgrader strips the same answer regions as our generator (the # EXERCISE: line with them)."""
+    for path in sorted((REPO / "solutions").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        for index, cell in enumerate(nb.cells):
+            depth = 0
+            for line in cell.source.splitlines():
+                if "BEGIN SOLUTION" in line or "END SOLUTION" in line:
+                    assert cell.cell_type == "code", f"{path.name} cell {index}: a marker in a {cell.cell_type} cell"
+                    assert line.strip() in (exercises.BEGIN, exercises.END), f"{path.name} cell {index}: {line!r}"
+                    depth += 1 if line.strip() == exercises.BEGIN else -1
+                    assert depth in (0, 1), f"{path.name} cell {index}: nested or unbalanced markers"
+                elif exercises.exercise_ids(line):
+                    assert depth == 1, f"{path.name} cell {index}: '# EXERCISE:' outside an answer region"
+            assert depth == 0, f"{path.name} cell {index}: a region is not closed"
