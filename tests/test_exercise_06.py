@@ -283,3 +283,15 @@ def test_recipe_untrained_model_scores_below_the_bar():
     model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 10))  # never trained
     result = run_check("recipe_outcome", model, RECIPE, history_of(5), train)
     assert not result.passed and "private images" in result.feedback and "below" in result.feedback
+
+
+@pytest.mark.real_data
+def test_recipe_one_very_low_rate_for_a_new_head_is_named():
+    from tl_helpers.data import load_eurosat
+
+    train = load_eurosat(("train",), progress=False)["train"].per_class(30)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 10))  # as untrained as a 1e-5 head
+    recipe = {"strategy": "fine-tune", "lr": 1e-5, "epochs": 10, "image_size": 64}
+    result = run_check("recipe_outcome", model, recipe, history_of(10), train)
+    assert not result.passed and "the new, random head cannot learn" in result.feedback, result.feedback
