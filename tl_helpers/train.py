@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,6 +38,7 @@ __all__ = [
     "fit",
     "load_checkpoint",
     "predict",
+    "resize_batch",
     "save_checkpoint",
     "warmup_cosine",
 ]
@@ -257,6 +258,7 @@ def fit(
     max_steps_per_epoch: int | None = None,
     compile: bool = False,
     cudnn_benchmark: bool = True,
+    image_sizes: Sequence[int] | None = None,
 ) -> History:
     """Train ``model`` and return its :class:`History`.
 
@@ -280,6 +282,14 @@ def fit(
             one-off compile time; worth it on GPUs for long runs).
         cudnn_benchmark: On CUDA, let cuDNN pick the fastest kernels for our fixed
             input shapes (turn off for bit-exact reproducibility).
+        image_sizes: Progressive resizing: the input side length of every epoch
+            (``len(image_sizes) == epochs``), e.g. ``[48, 64, 64, 96]``. Batches whose
+            size differs are resized on ``device`` (bicubic, antialiased) before the
+            forward pass. ``None`` trains at the loader's size.
+
+    Raises:
+        ValueError: ``image_sizes`` does not give one positive size per epoch, or the
+            optimizer holds no trainable parameters.
     """
     device = torch.device(device)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
@@ -288,6 +298,7 @@ def fit(
     channels_last = _default_channels_last(device) if channels_last is None else channels_last
     step_model = _prepare_model(model, device, channels_last, compile=compile, cudnn_benchmark=cudnn_benchmark)
     _require_trainable(optimizer)
+    sizes = _epoch_sizes(image_sizes, epochs)
     history, start = History(), 0
     if resume and checkpoint is not None and Path(checkpoint).is_file():
         start, history = load_checkpoint(checkpoint, model, optimizer, scheduler=scheduler, scaler=scaler)
@@ -310,6 +321,7 @@ def fit(
             scheduler=scheduler if scheduler_per_step else None,
             desc=f"epoch {epoch + 1}/{epochs}",
             progress=progress,
+            image_size=sizes[epoch],
         )
         if scheduler is not None and not scheduler_per_step:
             scheduler.step()
@@ -348,6 +360,31 @@ def _require_trainable(optimizer: torch.optim.Optimizer) -> None:
         )
 
 
+def _epoch_sizes(image_sizes: Sequence[int] | None, epochs: int) -> list[int | None]:
+    """One input size per epoch (``None``: the loader's), checked against ``epochs``."""
+    if image_sizes is None:
+        return [None] * epochs
+    sizes = [int(s) for s in image_sizes]
+    if len(sizes) != epochs or any(s < 1 for s in sizes):
+        raise ValueError(
+            f"image_sizes must give one positive input size per epoch ({epochs} epochs), got {list(image_sizes)}"
+        )
+    return sizes
+
+
+def resize_batch(x: torch.Tensor, image_size: int | None) -> torch.Tensor:
+    """Resize a normalised ``N x C x H x W`` batch to ``image_size`` (bicubic, antialiased); a no-op when equal.
+
+    ``fit(image_sizes=...)`` uses it for progressive resizing; evaluate at the last
+    epoch's size (a loader built with ``image_size=image_sizes[-1]``).
+    """
+    if image_size is None or (x.shape[-2] == image_size and x.shape[-1] == image_size):
+        return x
+    return nn.functional.interpolate(
+        x, size=(image_size, image_size), mode="bicubic", align_corners=False, antialias=True
+    )
+
+
 def _seed_epoch(train_loader: DataLoader, seed: int, epoch: int) -> None:
     """Seed torch's global RNG and the loader's shuffling from ``seed + epoch`` (what makes resume exact)."""
     torch.manual_seed(seed + epoch)
@@ -380,6 +417,7 @@ def _train_epoch(
     scheduler: object | None,
     desc: str,
     progress: bool,
+    image_size: int | None = None,
 ) -> _EpochStats:
     """``steps`` optimizer steps over ``train_loader`` (a per-step ``scheduler`` steps after each)."""
     from tqdm.auto import tqdm
@@ -390,7 +428,9 @@ def _train_epoch(
         for step, (x, y) in enumerate(train_loader):
             if step >= steps:
                 break
-            x = to_device(x, device, channels_last=channels_last)
+            x = resize_batch(to_device(x, device), image_size)
+            if channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=device.type == "cuda")
             with precision.autocast():
                 logits = step_model(x)
