@@ -102,25 +102,24 @@ def bench_train_paths(train_data, device, steps=12, compile_too=True):
     def adamw(m, **kw):
         return torch.optim.AdamW(m.parameters(), lr=1e-3, **kw)
 
-    def fit_path(amp, compile=False):
-        def run():
-            m = fresh_model()
-            opt = adamw(m)
-            h = train.fit(
-                m,
-                loaders[64],
-                None,
-                opt,
-                epochs=2,
-                device=device,
-                amp=amp,
-                compile=compile,
-                progress=False,
-                max_steps_per_epoch=steps,
-            )  # the first epoch warms up (and compiles); the second is timed
-            return h.epoch_time[1] / (steps * 64)
+    def two_epochs(amp="auto", compile=False):
+        """``steps`` steps twice through fit(): the first epoch warms up (and compiles), the second is timed."""
+        m = fresh_model()
+        return train.fit(
+            m,
+            loaders[64],
+            None,
+            adamw(m),
+            epochs=2,
+            device=device,
+            amp=amp,
+            compile=compile,
+            progress=False,
+            max_steps_per_epoch=steps,
+        )
 
-        return run
+    def fit_path(amp):
+        return lambda: two_epochs(amp).epoch_time[1] / (steps * 64)
 
     def bn_eval(m):
         for mod in m.modules():
@@ -141,21 +140,9 @@ def bench_train_paths(train_data, device, steps=12, compile_too=True):
     ratios = {k: t["eager fp32 channels_last"] / v for k, v in t.items() if k != "eager fp32 channels_last"}
     compile_s = None
     if compile_too:
-        m = fresh_model()
-        opt = adamw(m)
         # a cold compile, as on a learner's first run: inductor's on-disk cache goes to a fresh folder
         with tempfile.TemporaryDirectory() as cold, _env(TORCHINDUCTOR_CACHE_DIR=cold):
-            h = train.fit(
-                m,
-                loaders[64],
-                None,
-                opt,
-                epochs=2,
-                device=device,
-                compile=True,
-                progress=False,
-                max_steps_per_epoch=steps,
-            )
+            h = two_epochs(compile=True)
         compile_s = h.epoch_time[0] - h.epoch_time[1]
         ratios["torch.compile (after compiling)"] = t["eager fp32 channels_last"] / (h.epoch_time[1] / (steps * 64))
     return ratios, compile_s
