@@ -35,7 +35,6 @@ __all__ = [
     "forward_flops",
     "freeze",
     "get_head",
-    "training_flops",
     "get_preprocessing",
     "head_in_features",
     "imagenet_class_names",
@@ -44,6 +43,7 @@ __all__ = [
     "model_fingerprint",
     "replace_head",
     "trainable_parameter_names",
+    "training_flops",
     "unfreeze",
 ]
 
