@@ -200,6 +200,22 @@ def test_loader_batches_are_normalised_augmented_and_seeded(fake_root, tmp_path)
     assert torch.equal(next(iter(evaluation))[1], tensors.labels[:50])
 
 
+def test_loader_augment_can_be_turned_off_while_training(fake_root, tmp_path):
+    samples = data.scan_folder(fake_root).samples
+    tensors = data.decode_samples(fake_root, samples, cache=tmp_path / "c", progress=False)
+    plain = next(iter(data.make_loader(tensors, batch_size=len(tensors), image_size=32)))[0].flatten(1)
+
+    def all_plain(loader):
+        torch.manual_seed(0)
+        x, _ = next(iter(loader))
+        return all(bool((plain == row).all(1).any()) for row in x.flatten(1))
+
+    unaugmented = data.make_loader(tensors, batch_size=len(tensors) - 1, image_size=32, train=True, augment=False)
+    assert unaugmented.drop_last and isinstance(unaugmented.sampler, torch.utils.data.RandomSampler)  # still training
+    assert all_plain(unaugmented)   # every image exactly as it is
+    assert not all_plain(data.make_loader(tensors, batch_size=len(tensors) - 1, image_size=32, train=True))
+
+
 def test_flip_rot90_keeps_content():
     img = torch.arange(3 * 4 * 4, dtype=torch.uint8).view(3, 4, 4)
     torch.manual_seed(0)

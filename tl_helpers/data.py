@@ -518,6 +518,7 @@ def make_loader(
     image_size: int = 64,
     interpolation: str = "bicubic",
     train: bool = False,
+    augment: bool | None = None,
     seed: int = 0,
     device: torch.device | str | None = None,
     num_workers: int = 0,
@@ -531,6 +532,8 @@ def make_loader(
             (:func:`tl_helpers.models.get_preprocessing`).
         image_size: Side length fed to the model.
         train: Shuffle (seeded), augment with flips/90° rotations, drop the last partial batch.
+        augment: Flips/90° rotations on or off, whatever ``train`` says (default: as ``train``).
+            Turn them off for images that have an up, such as digits.
         seed: Seed of the shuffling generator.
         device: Pins host memory when this device wants it (:func:`tl_helpers.device.pin_memory_for`).
         num_workers: Worker processes. 0 (the default) never hangs in a notebook;
@@ -538,7 +541,8 @@ def make_loader(
     """
     generator = torch.Generator().manual_seed(seed)
     pin = pin_memory_for(torch.device(device)) if device is not None else False
-    dataset = TensorImageDataset(data, augment=random_flip_rot90 if train else None)
+    augment = train if augment is None else augment
+    dataset = TensorImageDataset(data, augment=random_flip_rot90 if augment else None)
     return DataLoader(
         dataset,
         batch_size=batch_size,
