@@ -507,7 +507,7 @@ def test_every_exercise_05_id_has_three_hint_steps():
 GRADED_VARIANTS = [
     (
         "05_fine_tuning_low_lr_exercises",
-        "head_optimizer, optimizer = two_phase(model, train_loader, 1e-3, chosen_lr, 3, 2)",
+        "head_optimizer, optimizer = two_phase(model, train_loader, 1e-3, phase2_lr, 3, 2)",
         "head_optimizer, optimizer = two_phase(model, train_loader, 1e-3, 1e-4, 3, 2)",
         "accuracy",
         None,  # phase 2 at 1e-4, a rate the course recommends: full marks
