@@ -438,7 +438,7 @@ def test_two_phase_must_return_both_optimizers():
 # ----------------------------------------------------------------------------- fine_tune_lr, discriminative_lr
 
 
-@pytest.mark.parametrize("lr", [1e-5, 1e-4, 3e-4, 1e-3, 2e-3])
+@pytest.mark.parametrize("lr", [1e-4, 3e-4, 1e-3])
 def test_fine_tune_lr_every_recommended_adamw_lr_passes(model, lr):
     result = run_check("fine_tune_lr", torch.optim.AdamW(model.parameters(), lr=lr), model)
     assert result.passed, result.feedback
@@ -454,6 +454,9 @@ def test_fine_tune_lr_measured_range(model):
     high = run_check("fine_tune_lr", torch.optim.AdamW(model.parameters(), lr=1e-2), model)
     fails_with(high, "far too high")
     fails_with(high, "notebook 05")  # the message says where the range comes from
+    # notebook 05 measured 2e-3 (more than 15 points lost) and 1e-5 (little learned) outside the range
+    fails_with(run_check("fine_tune_lr", torch.optim.AdamW(model.parameters(), lr=2e-3), model), "far too high")
+    fails_with(run_check("fine_tune_lr", torch.optim.AdamW(model.parameters(), lr=1e-5), model), "barely change")
     fails_with(run_check("fine_tune_lr", torch.optim.AdamW(model.parameters(), lr=0.1), model), "far too high")
     fails_with(run_check("fine_tune_lr", torch.optim.SGD(model.parameters(), lr=0.1), model), "far too high")
     fails_with(run_check("fine_tune_lr", torch.optim.SGD(model.parameters(), lr=1.0), model), "far too high")
@@ -504,7 +507,7 @@ def test_every_exercise_05_id_has_three_hint_steps():
 GRADED_VARIANTS = [
     (
         "05_fine_tuning_low_lr_exercises",
-        "head_optimizer, optimizer = two_phase(model, train_loader, 1e-3, chosen_lr, 3, 2)",
+        "head_optimizer, optimizer = two_phase(model, train_loader, 1e-3, phase2_lr, 3, 2)",
         "head_optimizer, optimizer = two_phase(model, train_loader, 1e-3, 1e-4, 3, 2)",
         "accuracy",
         None,  # phase 2 at 1e-4, a rate the course recommends: full marks
