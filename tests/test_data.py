@@ -212,7 +212,7 @@ def test_loader_augment_can_be_turned_off_while_training(fake_root, tmp_path):
 
     unaugmented = data.make_loader(tensors, batch_size=len(tensors) - 1, image_size=32, train=True, augment=False)
     assert unaugmented.drop_last and isinstance(unaugmented.sampler, torch.utils.data.RandomSampler)  # still training
-    assert all_plain(unaugmented)   # every image exactly as it is
+    assert all_plain(unaugmented)  # every image exactly as it is
     assert not all_plain(data.make_loader(tensors, batch_size=len(tensors) - 1, image_size=32, train=True))
 
 
