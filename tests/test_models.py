@@ -178,3 +178,25 @@ def test_forward_and_training_flops_follow_the_input_size():
     model.train()
     models.forward_flops(model, 8)
     assert model.training, "the count must not change the model's mode"
+
+
+def test_keep_bn_statistics_holds_through_train_mode_and_unfreeze():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    bn = model[1]
+    bn.running_mean.fill_(0.3)
+    bn.running_var.fill_(2.0)
+    x = torch.randn(8, 3, 8, 8)
+    expected = model.eval()(x)
+    assert models.keep_bn_statistics(model) == 1 and models.keep_bn_statistics(model) == 1
+    model.train()
+    out = model(x)
+    assert torch.allclose(out, expected)  # normalised with the stored statistics, not the batch's
+    assert torch.equal(bn.running_mean, torch.full((4,), 0.3)) and torch.equal(bn.running_var, torch.full((4,), 2.0))
+    assert all(p.requires_grad for p in model.parameters())  # nothing frozen
+    out.sum().backward()
+    assert bn.weight.grad is not None  # scale and shift still learn
+    models.unfreeze(model)
+    model.train()
+    model(x)
+    assert torch.equal(bn.running_mean, torch.full((4,), 0.3))  # unfreeze does not undo it

@@ -38,6 +38,7 @@ __all__ = [
     "get_preprocessing",
     "head_in_features",
     "imagenet_class_names",
+    "keep_bn_statistics",
     "layer_groups",
     "load_backbone",
     "model_fingerprint",
@@ -370,6 +371,24 @@ def _set_frozen(modules: Iterable[nn.Module], frozen: bool) -> None:
                     handle.remove()
                     del sub._tl_freeze_hook
                     sub.train(True)
+
+
+def keep_bn_statistics(model: nn.Module) -> int:
+    """Keep every BatchNorm layer on its pretrained running statistics, even under ``model.train()``.
+
+    Unlike :func:`freeze`, nothing stops training: BatchNorm's scale and shift still
+    learn, but the layers normalise with (and never update) their stored mean and
+    variance, as the Keras fine-tuning guide prescribes. :func:`unfreeze` leaves this
+    in place; calling it twice changes nothing.
+
+    Returns:
+        The number of BatchNorm layers it applies to.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for module in layers:
+        if getattr(module, "_tl_keep_stats_hook", None) is None:
+            module._tl_keep_stats_hook = module.register_forward_pre_hook(_bn_eval_hook)
+    return len(layers)
 
 
 def trainable_parameter_names(model: nn.Module) -> list[str]:
