@@ -216,6 +216,35 @@ def test_loader_augment_can_be_turned_off_while_training(fake_root, tmp_path):
     assert not all_plain(data.make_loader(tensors, batch_size=len(tensors) - 1, image_size=32, train=True))
 
 
+def test_balanced_loader_draws_every_class_equally_often(fake_root, tmp_path):
+    samples = data.scan_folder(fake_root).samples
+    tensors = data.decode_samples(fake_root, samples, cache=tmp_path / "c", progress=False)
+    labels = tensors.labels.numpy()
+    keep = np.concatenate([np.flatnonzero(labels == 0)[:2], np.flatnonzero(labels != 0)])  # class 0: 2 images
+    imbalanced = tensors.subset(keep)
+    counts = np.bincount(imbalanced.labels.numpy())
+    assert counts[0] == 2 and counts[1:].min() >= 5 * counts[0]
+
+    def drawn(loader, epochs):
+        out = []
+        for epoch in range(epochs):
+            loader.generator.manual_seed(epoch)  # what fit() does at the start of every epoch
+            out += [y for _, y in loader]
+        return torch.cat(out).numpy()
+
+    loader = data.make_loader(imbalanced, batch_size=8, image_size=16, train=True, balanced=True, seed=1)
+    assert len(loader) == len(imbalanced) // 8  # an epoch still draws len(data) images
+    share = np.bincount(drawn(loader, 40), minlength=len(counts)) / (40 * len(loader) * 8)
+    assert np.allclose(share, 1 / len(counts), atol=0.03), share  # about equal, class 0 included
+    plain = np.bincount(drawn(data.make_loader(imbalanced, batch_size=8, image_size=16, train=True), 5))
+    assert plain[0] / plain.sum() < 0.5 / len(counts)  # without it, class 0 stays rare
+    # the epoch seed decides the draws, as it decides the shuffling of a plain loader
+    again = data.make_loader(imbalanced, batch_size=8, image_size=16, train=True, balanced=True, seed=1)
+    assert np.array_equal(drawn(loader, 2), drawn(again, 2))
+    with pytest.raises(ValueError, match="train=True"):
+        data.make_loader(imbalanced, balanced=True)
+
+
 def test_flip_rot90_keeps_content():
     img = torch.arange(3 * 4 * 4, dtype=torch.uint8).view(3, 4, 4)
     torch.manual_seed(0)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from tl_helpers.archive import (
     ARCHIVE_NAMES,
@@ -519,6 +519,7 @@ def make_loader(
     interpolation: str = "bicubic",
     train: bool = False,
     augment: bool | None = None,
+    balanced: bool = False,
     seed: int = 0,
     device: torch.device | str | None = None,
     num_workers: int = 0,
@@ -534,19 +535,34 @@ def make_loader(
         train: Shuffle (seeded), augment with flips/90° rotations, drop the last partial batch.
         augment: Flips/90° rotations on or off, whatever ``train`` says (default: as ``train``).
             Turn them off for images that have an up, such as digits.
-        seed: Seed of the shuffling generator.
+        balanced: Training only: draw every class equally often (with replacement, each image
+            weighted by one over its class's size), so an imbalanced training set gives balanced
+            batches on average. An epoch still draws ``len(data)`` images.
+        seed: Seed of the shuffling generator (the balanced sampler's too).
         device: Pins host memory when this device wants it (:func:`tl_helpers.device.pin_memory_for`).
         num_workers: Worker processes. 0 (the default) never hangs in a notebook;
             raise it only in scripts on machines with spare cores.
     """
+    if balanced and not train:
+        raise ValueError(
+            "make_loader(balanced=True) resamples the training data; pass train=True as well "
+            "(evaluation loaders must see every image once)"
+        )
     generator = torch.Generator().manual_seed(seed)
     pin = pin_memory_for(torch.device(device)) if device is not None else False
     augment = train if augment is None else augment
     dataset = TensorImageDataset(data, augment=random_flip_rot90 if augment else None)
+    sampler = None
+    if balanced:
+        counts = torch.bincount(data.labels)
+        weights = 1.0 / counts[data.labels].double()
+        # The same generator object as the loader's: fit() reseeds it every epoch.
+        sampler = WeightedRandomSampler(weights, num_samples=len(dataset), replacement=True, generator=generator)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=train,
+        shuffle=train and sampler is None,
+        sampler=sampler,
         generator=generator,
         drop_last=train and len(dataset) > batch_size,
         num_workers=num_workers,
