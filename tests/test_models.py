@@ -180,6 +180,29 @@ def test_forward_and_training_flops_follow_the_input_size():
     assert model.training, "the count must not change the model's mode"
 
 
+def test_training_flops_stop_the_backward_pass_at_the_first_trainable_layer():
+    first, second = nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.Conv2d(4, 4, 1, bias=False)
+    model = nn.Sequential(first, nn.ReLU(), second)
+    f_first = models.forward_flops(nn.Sequential(first), 8)
+    f_all = models.forward_flops(model, 8)
+    assert models.training_flops(model, [8], images_per_epoch=1) == 3 * f_all
+    first.weight.requires_grad_(False)  # a frozen prefix runs forward only
+    assert models.training_flops(model, [8, 8], images_per_epoch=5) == 2 * 5 * (3 * f_all - 2 * f_first)
+    second.weight.requires_grad_(False)  # nothing trains: forward only
+    assert models.training_flops(model, [8], images_per_epoch=1) == f_all
+    first.weight.requires_grad_(True)  # a frozen layer after a trainable one still passes gradients back
+    assert models.training_flops(model, [8], images_per_epoch=1) == 3 * f_all
+    assert first.weight.requires_grad and not second.weight.requires_grad, "the count must not change the model"
+
+
+def test_training_flops_of_a_frozen_efficientnet_stem():
+    model = models.load_backbone("efficientnet_lite0", pretrained=False, num_classes=10)
+    full = models.training_flops(model, [64], 1)
+    models.freeze(model, up_to="blocks.1")
+    frozen = models.training_flops(model, [64], 1)
+    assert 0.8 * full < frozen < 0.9 * full  # the stem and two stages hold ~20 % of the forward FLOPs at 64 px
+
+
 def test_keep_bn_statistics_holds_through_train_mode_and_unfreeze():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))

@@ -541,15 +541,44 @@ def forward_flops(model: nn.Module, image_size: int, in_chans: int = 3) -> int:
 
 
 def training_flops(model: nn.Module, image_sizes: Sequence[int], images_per_epoch: int) -> int:
-    """Training compute of a run: forward + backward ≈ 3 x forward FLOPs, summed over epochs.
+    """Training compute of a run: forward + backward FLOPs, summed over epochs.
+
+    The backward pass costs about twice the forward pass of every layer it goes
+    through, and it stops at the first layer that trains: a frozen stem and first
+    stages (see :func:`freeze`) are run forward only. So a step costs
+    ``3 x forward - 2 x (forward FLOPs before the first trainable layer)``; with
+    everything trainable that is the usual 3 x forward.
 
     Args:
-        model: The network trained.
+        model: The network trained, with its parameters' ``requires_grad`` as in training.
         image_sizes: The input size of every epoch (``[64] * 5`` for five epochs at 64 px).
         images_per_epoch: Images one epoch processes (steps x batch size).
     """
-    per_size = {size: forward_flops(model, size) for size in set(image_sizes)}
-    return sum(3 * per_size[size] * images_per_epoch for size in image_sizes)
+    per_size = {size: _forward_and_frozen_prefix_flops(model, size) for size in set(image_sizes)}
+    return sum((3 * per_size[size][0] - 2 * per_size[size][1]) * images_per_epoch for size in image_sizes)
+
+
+def _forward_and_frozen_prefix_flops(model: nn.Module, image_size: int, in_chans: int = 3) -> tuple[int, int]:
+    """Forward FLOPs of one image, and the FLOPs spent before the first module with a trainable parameter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    probe = _cpu_copy(model).eval()
+    prefix: list[int] = []
+    with FlopCounterMode(display=False) as counter:
+
+        def mark(module: nn.Module, _inputs: object) -> None:
+            if not prefix and any(p.requires_grad for p in module.parameters(recurse=False)):
+                prefix.append(int(counter.get_total_flops()))
+
+        handles = [m.register_forward_pre_hook(mark) for m in probe.modules()]
+        try:
+            with torch.no_grad():
+                probe(torch.zeros(1, in_chans, image_size, image_size))
+        finally:
+            for handle in handles:
+                handle.remove()
+    total = int(counter.get_total_flops())
+    return total, prefix[0] if prefix else total
 
 
 def _cpu_copy(model: nn.Module) -> nn.Module:
