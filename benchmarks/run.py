@@ -84,8 +84,8 @@ def bench_fit_over_bare(train_data, device, steps=30):
 def bench_train_paths(train_data, device, steps=12, compile_too=True):
     """Training images/s of each candidate path over the eager fp32 channels_last loop (interleaved, best of 3).
 
-    Returns ``(ratios, compile_s)``: the adopted recipe's ratio is ``train_speedup``,
-    ``ratios["fit default"]`` (same work as the baseline) is ``fit_path_speedup``; the
+    Returns ``(ratios, compile_s)``: ``ratios["fit default"]`` (same work as the loop) is
+    ``fit_path_speedup``; the adopted recipe's ratio over it is ``train_speedup``; the
     others are what was tried. ``torch.compile``'s one-off compile time is returned
     apart, to be counted against a one-minute run.
     """
@@ -140,7 +140,7 @@ def bench_train_paths(train_data, device, steps=12, compile_too=True):
         "batch 128": per_image(adamw, bs=128),
         "BatchNorm in eval mode": per_image(bn_eval),
     }
-    t = best_of(paths)
+    t = best_of(paths, repeats=5)
     ratios = {k: t["eager fp32 channels_last"] / v for k, v in t.items() if k != "eager fp32 channels_last"}
     compile_s = None
     if compile_too:
@@ -571,15 +571,18 @@ def main():
         f"({first:.2f}s -> {second:.3f}s; target >= 10x)"
     )
     res["train_paths"], res["compile_s"] = bench_train_paths(splits["train"], device, compile_too=not args.quick)
-    # train_speedup: the capstone's training as adopted (fit's default path, first stages frozen) over today's
-    # (every layer trained on the eager fp32 channels_last loop); fit_path_speedup: fit's own path, same work
-    res["train_speedup"] = res["train_paths"]["adopted recipe through fit (stem and blocks 0-1 frozen)"]
+    # train_speedup: the capstone's training as adopted (first stages frozen) over today's (every layer trained),
+    # both through fit's default path (eager fp32, channels_last) in the same harness; fit_path_speedup: fit's
+    # default path over the hand-written loop, same work
+    adopted = res["train_paths"]["adopted recipe through fit (stem and blocks 0-1 frozen)"]
+    res["train_speedup"] = adopted / res["train_paths"]["fit default"]
     res["fit_path_speedup"] = res["train_paths"]["fit default"]
     print(
         "training images/s over the eager fp32 channels_last loop (target for the default training >= 1.3x): "
         + ", ".join(f"{k} {v:.2f}x" for k, v in res["train_paths"].items())
         + (f"; torch.compile took {res['compile_s']:.0f} s to compile" if res["compile_s"] is not None else "")
     )
+    print(f"train_speedup (adopted recipe over today's, both through fit): {res['train_speedup']:.2f}x (target 1.3x)")
     flops, matmul = bench_flops(device)
     res["flops_per_image"] = flops
     res["matmul_flops_per_s"] = matmul
@@ -590,9 +593,9 @@ def main():
     if not args.quick:
         res["capstone"] = capstone_rows(splits, device)
         for row in res["capstone"]:
-            achieved = (
-                3 * flops[row["image_size"]] * row["images_per_s"]
-                if "fine" in row["method"] or "scratch" in row["method"]
+            achieved = (  # training: the FLOPs counted for the run (a frozen prefix runs forward only) over its time
+                row["train_gflop"] * 1e9 / row["wall_s"]
+                if "train_gflop" in row
                 else flops[row["image_size"]] * row["images_per_s"]
             )
             row["fraction_of_matmul_peak"] = achieved / matmul
