@@ -532,12 +532,7 @@ def forward_flops(model: nn.Module, image_size: int, in_chans: int = 3) -> int:
     model itself and its mode are left as they were. EfficientNet's "same" padding
     makes the count step up between multiples of 32 (72 px costs 1.7x 64 px, 96 px 2.25x).
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    probe = _cpu_copy(model).eval()
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        probe(torch.zeros(1, in_chans, image_size, image_size))
-    return int(counter.get_total_flops())
+    return _forward_and_frozen_prefix_flops(model, image_size, in_chans)[0]
 
 
 def training_flops(model: nn.Module, image_sizes: Sequence[int], images_per_epoch: int) -> int:
