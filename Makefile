@@ -1,9 +1,13 @@
 # Two commands: `make lab` opens the course, `make test` runs every test.
 # Both create .venv and install the course into it on first use (offline-friendly:
 # pip takes torch from the local wheel cache where the machine has one).
-PYTHON ?= python3
+PYTHON ?= $(if $(filter Windows_NT,$(OS)),python,python3)
 VENV ?= .venv
-PY := $(VENV)/bin/python
+# The venv's programs: $(VENV)/bin (Linux, macOS, WSL), $(VENV)/Scripts/*.exe (Windows, with make in Git Bash or MSYS2).
+WINDOWS := $(filter Windows_NT,$(OS))
+VENV_BIN := $(VENV)/$(if $(WINDOWS),Scripts,bin)
+EXE := $(if $(WINDOWS),.exe)
+PY := $(VENV_BIN)/python$(EXE)
 STAMP := $(VENV)/.installed
 # The real EuroSAT archive: use $(TL_EUROSAT_ARCHIVE) if set, else the shared copy beside the checkout.
 TL_EUROSAT_ARCHIVE ?= $(wildcard $(CURDIR)/../shared/data/eurosat/EuroSAT_RGB.zip)
@@ -12,8 +16,11 @@ export TL_EUROSAT_ARCHIVE
 TL_SST2_DIR ?= $(wildcard $(CURDIR)/../shared/data/sst2)
 export TL_SST2_DIR
 PYTEST_ARGS ?=
+# Environment of the course's kernels (the same pairs as tl_helpers.runner.KERNEL_ENV; a test compares them):
+# torch's OpenMP threads sleep instead of spinning while they wait, so a kernel sharing its CPUs stays fast.
+KERNEL_ENV := --env OMP_WAIT_POLICY PASSIVE
 
-.PHONY: install lab test test-fast lint format exercises check-exercises bench e2e doctor data clean site site-install site-check
+.PHONY: install lab test test-fast lint format exercises check-exercises bench bench-shared-cpu e2e doctor data clean site site-install site-check
 
 install: $(STAMP)
 
@@ -21,12 +28,13 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet -e ".[dev]"
-	$(PY) -m ipykernel install --sys-prefix --name tl-course --display-name "Python (tl-course)" >/dev/null
+	$(PY) -m ipykernel install --sys-prefix --name tl-course --display-name "Python (tl-course)" $(KERNEL_ENV) >/dev/null
+	$(PY) -m ipykernel install --sys-prefix $(KERNEL_ENV) >/dev/null  # the venv's python3 kernel, which the notebooks name
 	touch $(STAMP)
 
 lab: install
 	$(PY) -m tl_helpers doctor || true
-	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) --ServerApp.root_dir=$(CURDIR) notebooks/00_setup_check.ipynb
+	$(VENV_BIN)/jupyter$(EXE) lab $(if $(filter 0,$(shell id -u)),--allow-root) --ServerApp.root_dir=$(CURDIR) notebooks/00_setup_check.ipynb
 
 doctor: install
 	$(PY) -m tl_helpers doctor
@@ -44,12 +52,12 @@ test-fast: install
 # ruff (pinned in the dev extras, configured in pyproject.toml): lint the package, tests, benchmarks
 # and notebooks; check the formatting of the Python files. `make format` fixes what it can.
 lint: install
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(VENV_BIN)/ruff$(EXE) check .
+	$(VENV_BIN)/ruff$(EXE) format --check .
 
 format: install
-	$(VENV)/bin/ruff check --fix .
-	$(VENV)/bin/ruff format .
+	$(VENV_BIN)/ruff$(EXE) check --fix .
+	$(VENV_BIN)/ruff$(EXE) format .
 
 # Browser tests: the course in JupyterLab, in Debian's headless chromium (installs chromium
 # and the npm packages pinned by e2e/package-lock.json on first use). E2E_NOTEBOOKS=all runs
@@ -86,3 +94,7 @@ site-check: install
 
 bench: install
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+# One training cell alone vs two at once, with and without the kernel env (run it on an idle machine).
+bench-shared-cpu: install
+	$(PY) benchmarks/shared_cpu.py $(BENCH_ARGS)

@@ -16,6 +16,18 @@ REPO = Path(__file__).resolve().parent
 _notebook_results: dict[str, bool] = {}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Give this run the course's kernel environment (``OMP_WAIT_POLICY=PASSIVE``) unless it sets its own.
+
+    nbval's kernels (``--nbval-current-env``) inherit this process's environment, and libgomp reads the
+    variable only when torch loads: this hook runs before any test module (or torch) is imported.
+    """
+    from tl_helpers.runner import KERNEL_ENV  # torch-free
+
+    for name, value in KERNEL_ENV.items():
+        os.environ.setdefault(name, value)
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     path = report.nodeid.split("::")[0]
     if path.endswith(".ipynb") and report.when == "call":

@@ -1,4 +1,9 @@
-"""Shared fixtures: tiny fake EuroSAT folders, the real archive, and a network block.
+"""Shared fixtures: tiny fake EuroSAT folders, the real archive, and a network block; the markers' rules.
+
+``@pytest.mark.real_data`` (EuroSAT; ``real_data("sst2")`` or ``real_data("eurosat", "sst2")`` to name
+the data sets) skips a test with the setting to make when the data is missing, and fails it instead
+when ``TL_REQUIRE_REAL_DATA=1``. ``@pytest.mark.requires_cuda`` skips without a CUDA GPU, and fails
+instead when ``TL_REQUIRE_CUDA=1``.
 
 The plain helpers they use live in :mod:`tests.helpers`; tests import from there, never from here.
 """
@@ -11,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SHARED_ARCHIVE, NetworkBlocked, make_fake_eurosat, real_archive
+from tests import helpers
+from tests.helpers import NetworkBlocked, make_fake_eurosat
 
 # Submission fixtures are notebooks for the grader (some hang or exit on purpose): never collect them with nbval.
 collect_ignore = ["fixtures"]
@@ -32,14 +38,41 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "data"
 
 
+def _required(env: str) -> bool:
+    """Whether ``env`` is set to something other than empty or ``0``."""
+    return os.environ.get(env, "") not in ("", "0")
+
+
+def _skip_or_fail(reason: str, env: str) -> None:
+    """Skip with ``reason``, or fail with it when ``env`` (e.g. TL_REQUIRE_REAL_DATA) is set."""
+    if _required(env):
+        pytest.fail(f"{reason}; {env}=1 turns this skip into a failure", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.hookimpl(tryfirst=True)  # before skipif: a `requires_cuda` test must fail under TL_REQUIRE_CUDA=1
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Apply the ``real_data`` and ``requires_cuda`` markers (see the module docstring)."""
+    for marker in item.iter_markers("real_data"):
+        for kind in marker.args or ("eurosat",):
+            try:
+                reason = helpers.missing_real_data(kind)
+            except ValueError as exc:
+                pytest.fail(f"@pytest.mark.real_data: {exc}", pytrace=False)
+            if reason is not None:
+                _skip_or_fail(reason, "TL_REQUIRE_REAL_DATA")
+    if item.get_closest_marker("requires_cuda") is not None and not helpers.cuda_available():
+        _skip_or_fail("needs a CUDA GPU (torch.cuda.is_available() is False)", "TL_REQUIRE_CUDA")
+
+
 @pytest.fixture(scope="session")
 def real_eurosat_archive() -> Path:
-    archive = real_archive()
-    if archive is None:
-        message = f"real EuroSAT archive not found (set TL_EUROSAT_ARCHIVE or provide {SHARED_ARCHIVE})"
-        if os.environ.get("TL_REQUIRE_REAL_DATA"):
-            pytest.fail(message)
-        pytest.skip(message)
+    """The real EuroSAT archive; skips (or fails under TL_REQUIRE_REAL_DATA=1) when it is missing."""
+    reason = helpers.missing_real_data("eurosat")
+    if reason is not None:
+        _skip_or_fail(reason, "TL_REQUIRE_REAL_DATA")
+    archive = helpers.real_archive()
+    assert archive is not None
     return archive
 
 

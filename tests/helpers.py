@@ -15,10 +15,29 @@ from PIL import Image
 
 from tl_helpers.archive import EUROSAT_CLASSES
 
-__all__ = ["REPO", "SHARED_ARCHIVE", "NetworkBlocked", "make_fake_eurosat", "real_archive", "zip_folder"]
+__all__ = [
+    "REAL_DATA",
+    "REPO",
+    "SHARED_ARCHIVE",
+    "SHARED_SST2",
+    "SST2_DIR_ENV",
+    "SST2_FILES",
+    "NetworkBlocked",
+    "cuda_available",
+    "make_fake_eurosat",
+    "missing_real_data",
+    "real_archive",
+    "real_sst2_dir",
+    "zip_folder",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_ARCHIVE = REPO.parent / "shared" / "data" / "eurosat" / "EuroSAT_RGB.zip"
+SHARED_SST2 = REPO.parent / "shared" / "data" / "sst2"
+REAL_DATA = ("eurosat", "sst2")  # what ``@pytest.mark.real_data(...)`` can ask for
+# tl_helpers.text's SST2_DIR_ENV and SST2_FILES, without importing torch (tests/test_markers.py compares them)
+SST2_DIR_ENV = "TL_SST2_DIR"
+SST2_FILES = ("train.tsv", "dev.tsv", "test.tsv")
 
 
 class NetworkBlocked(RuntimeError):
@@ -54,3 +73,37 @@ def real_archive() -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def real_sst2_dir() -> Path | None:
+    """The real SST-2 folder (``$TL_SST2_DIR``, else the shared copy) when it holds all three files, or ``None``."""
+    env = os.environ.get(SST2_DIR_ENV)
+    for candidate in ([Path(env)] if env else []) + [SHARED_SST2]:
+        if all((candidate / name).is_file() for name in SST2_FILES):
+            return candidate
+    return None
+
+
+def missing_real_data(kind: str) -> str | None:
+    """Why the real data set ``kind`` (one of :data:`REAL_DATA`) is not available, or ``None`` when it is.
+
+    Raises:
+        ValueError: ``kind`` is not one of :data:`REAL_DATA`.
+    """
+    if kind == "eurosat":
+        if real_archive() is None:
+            return f"real EuroSAT archive not found (set TL_EUROSAT_ARCHIVE or provide {SHARED_ARCHIVE})"
+        return None
+    if kind == "sst2":
+        if real_sst2_dir() is None:
+            files = ", ".join(SST2_FILES)
+            return f"SST-2 not found (set {SST2_DIR_ENV} to the folder of {files} or provide {SHARED_SST2})"
+        return None
+    raise ValueError(f"unknown real data set {kind!r}: use one of {', '.join(REAL_DATA)}")
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA GPU (imports torch only when asked)."""
+    import torch
+
+    return torch.cuda.is_available()

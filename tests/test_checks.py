@@ -46,7 +46,7 @@ def fake_images(n_per_class: int, offset: int = 0, size: int = 16, seed: int = 0
 
 def test_registry_points_and_unknown_id(capsys):
     assert len(CHECKS) >= 12 and all(c.points > 0 and c.description for c in CHECKS.values())
-    with pytest.raises(KeyError, match="Unknown check"):
+    with pytest.raises(KeyError, match="Unknown exercise"):
         check("no_such_check", 1)
 
 

@@ -324,6 +324,6 @@ def test_accuracy_in_train_mode_judged_by_recomputing():
 
 def test_released_stub_is_not_done_yet():
     def evaluate_accuracy(model, loader, device):
-        raise NotImplementedError('Your code here (the task is above). Stuck? hint("evaluate_loop")')
+        raise NotImplementedError('Your code here (the task is above). Stuck? hint("evaluate_mode")')
 
     fails_with(run_check("evaluate_mode", evaluate_accuracy), "Not done yet")

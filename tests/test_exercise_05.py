@@ -497,6 +497,7 @@ def test_every_exercise_05_id_has_three_hint_steps():
         "lr_range_test",
         "range_test_lr",
         "two_phase",
+        "fine_tune_lr",
         "discriminative_lr",
         "fine_tuned_accuracy",
     ):
@@ -509,7 +510,7 @@ GRADED_VARIANTS = [
         "05_fine_tuning_low_lr_exercises",
         "head_optimizer, optimizer = two_phase(model, train_loader, 1e-3, phase2_lr, 3, 2)",
         "head_optimizer, optimizer = two_phase(model, train_loader, 1e-3, 1e-4, 3, 2)",
-        "accuracy",
+        "fine_tuned_accuracy",
         None,  # phase 2 at 1e-4, a rate the course recommends: full marks
     ),
     ("05_fine_tuning_low_lr_exercises", "    optimizer.zero_grad()", "    pass", "train_step", "not zeroed"),

@@ -119,7 +119,7 @@ def test_hint_gives_the_steps_in_order_and_counts(capsys):
         assert f"hint {step}/3" in shown[step - 1] and text in shown[step - 1]
     assert "last hint" in shown[3] and hints.HINTS[name].code in shown[3]
     assert hints.hints_used() == {name: 4}
-    with pytest.raises(KeyError, match="No hints for"):
+    with pytest.raises(KeyError, match="Unknown exercise"):
         hints.hint("no_such_exercise")
     hints.reset_hints()
 
@@ -137,8 +137,8 @@ def test_solutions_stored_clean_and_cover_topics():
         nb = nbformat.read(REPO / "solutions" / f"{stem}.ipynb", as_version=4)
         source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
         assert all(c.outputs == [] for c in nb.cells if c.cell_type == "code")
-        for _, cid, names in spec:  # each graded check has a check(...) cell on the same variables
-            assert f'check("{cid}", {", ".join(names)})' in source, (stem, cid)
+        for exercise, _, names in spec:  # each graded exercise has a check(...) cell on the same variables
+            assert f'check("{exercise}", {", ".join(names)})' in source, (stem, exercise)
         assert total_points(stem) > 0
 
 

@@ -160,12 +160,12 @@ def test_cli_json_and_unreadable_submission(tmp_path, capsys):
     assert (tmp_path / "gb.csv").is_file()
 
 
-def test_instructors_guide_names_every_check_every_verdict_and_the_new_columns():
-    from tl_helpers.checks import CHECKS
+def test_instructors_guide_names_every_exercise_every_verdict_and_the_new_columns():
+    from tl_helpers.checks import EXERCISES
 
     guide = (REPO / "docs" / "INSTRUCTORS.md").read_text()
     diagnosed = guide.split("## What the checks diagnose", 1)[1].split("\n## ", 1)[0]
-    missing = [cid for cid in CHECKS if f"`{cid}`" not in diagnosed]
+    missing = [eid for eid in EXERCISES if f"`{eid}`" not in diagnosed]
     assert not missing, f"add a row for {missing} to 'What the checks diagnose' in docs/INSTRUCTORS.md"
     for stem in ASSIGNMENTS:
         assert f"`{stem}`" in guide, stem
@@ -327,14 +327,14 @@ VARIANTS = [
         "model.train()  # the mistake: measured (and left) in train mode\nwith torch.no_grad():\n"
         "    test_acc = sum(int((model(x.to(device)).argmax(1).cpu() == y).sum()) for x, y in test_loader) / "
         "len(test_small)",
-        "accuracy",
+        "honest_accuracy",
         "train mode",
     ),
     (
         "08_transfer_in_language_exercises",
         "        hidden = encoder(**batch).last_hidden_state",
         "        hidden = encoder(input_ids=batch['input_ids']).last_hidden_state",
-        "embed",
+        "text_embed",
         "mask not passed",
     ),
     (
@@ -342,14 +342,14 @@ VARIANTS = [
         "X_fit, y_fit = embed_sentences(train_small.texts), train_small.labels",
         "X_fit = embed_sentences(train_small.texts + test_small.texts)\n"
         "y_fit = torch.cat([train_small.labels, test_small.labels])",
-        "probe",
+        "text_probe",
         "Test sentences used for fitting",
     ),
     (
         "08_transfer_in_language_exercises",
         "optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01)",
         "optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)",
-        "fine_tune_lr",
+        "text_fine_tune_lr",
         "far too high for a BERT",
     ),
     # alternative correct solutions
@@ -372,14 +372,14 @@ VARIANTS = [
         "    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)\n"
         "    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1e-9)",
         "    return torch.stack([h[m.bool()].mean(0) for h, m in zip(hidden, attention_mask)])",
-        "mean_pool",
+        "text_mean_pool",
         None,
     ),
     (
         "08_transfer_in_language_exercises",
         "optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01)",
         "optimizer = torch.optim.Adam(model.parameters(), lr=2e-5)",
-        "fine_tune_lr",
+        "text_fine_tune_lr",
         None,
     ),
 ]
@@ -486,7 +486,7 @@ def roomy_budgets(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.real_data
+@pytest.mark.real_data("eurosat", "sst2")  # every assignment, notebook 08 included
 def test_solutions_full_marks_and_exercises_zero(tmp_path, roomy_budgets):
     results = grading.grade(
         [REPO / "solutions", REPO / "exercises"],
@@ -508,7 +508,7 @@ def test_solutions_full_marks_and_exercises_zero(tmp_path, roomy_budgets):
 
 
 @pytest.mark.slow
-@pytest.mark.real_data
+@pytest.mark.real_data("eurosat", "sst2")  # every assignment, notebook 08 included
 def test_wrong_solutions_rejected_with_hint_and_alternatives_accepted(tmp_path, roomy_budgets):
     # Several wrong answers (one per gradebook column) share a notebook, so that every diagnosed variant is
     # graded end to end in about half the notebook runs; correct alternatives share notebooks of their own.

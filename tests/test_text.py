@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.helpers import real_sst2_dir
 from tl_helpers import text
 from tl_helpers.train import evaluate, fit
-
-SHARED_SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 
 
 @pytest.fixture
@@ -34,16 +32,6 @@ def write_sst2(folder: Path, rows: int = 6) -> Path:
         lines = [f"{i % 2}\tsentence number {i} of {name} , quite long for a test" for i in range(rows)]
         (folder / name).write_text(header + "\n" + "\n".join(lines) + "\n", encoding="utf-8")
     return folder
-
-
-def real_sst2_dir() -> Path:
-    configured = [Path(os.environ[text.SST2_DIR_ENV])] if os.environ.get(text.SST2_DIR_ENV) else []
-    for candidate in configured + [SHARED_SST2]:
-        if all((candidate / f).is_file() for f in text.SST2_FILES):
-            return candidate
-    if os.environ.get("TL_REQUIRE_REAL_DATA"):
-        pytest.fail(f"SST-2 not found (set {text.SST2_DIR_ENV} or provide {SHARED_SST2})")
-    pytest.skip("SST-2 not found")
 
 
 # ----------------------------------------------------------------------------- finding and verifying
@@ -84,7 +72,7 @@ def test_malformed_row_names_file_and_line(no_sst2):
         text.load_sst2("validation", verify=False)
 
 
-@pytest.mark.real_data
+@pytest.mark.real_data("sst2")  # skipped (or failed under TL_REQUIRE_REAL_DATA=1) without SST-2: tests/conftest.py
 def test_real_sst2_verifies_and_has_the_published_sizes(monkeypatch):
     monkeypatch.setenv(text.SST2_DIR_ENV, str(real_sst2_dir()))
     sizes = {split: len(text.load_sst2(split)) for split in ("train", "dev", "test")}

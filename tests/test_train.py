@@ -1,3 +1,4 @@
+import math
 import signal
 import subprocess
 import sys
@@ -292,3 +293,147 @@ def test_resize_batch_is_a_no_op_at_the_same_size_and_antialiased_otherwise():
     board = (torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2
     flat = train.resize_batch(board.float().expand(1, 3, 32, 32), 16)
     assert flat.std() < 0.1 and abs(flat.mean() - 0.5) < 0.05
+
+
+def _fit_tiny(tensors, *, epochs=2, amp="auto", on_device=False, checkpoint=None, resume=False, steps=None, **kw):
+    torch.manual_seed(42)
+    model = TinyNet()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-2)
+    tl = data.make_loader(tensors, batch_size=16, train=True, image_size=32, on_device=on_device)
+    vl = data.make_loader(tensors, batch_size=64, image_size=32, on_device=on_device)
+    h = train.fit(
+        model,
+        tl,
+        vl,
+        opt,
+        epochs=epochs,
+        device="cpu",
+        amp=amp,
+        checkpoint=checkpoint,
+        resume=resume,
+        progress=False,
+        max_steps_per_epoch=steps,
+        **kw,
+    )
+    return model, h
+
+
+def test_uint8_batches_converted_on_the_device_give_identical_numbers(fake_root, tmp_path):
+    tensors = _tiny(fake_root, tmp_path)
+    x8, y8 = next(iter(data.make_loader(tensors, batch_size=20, image_size=32, on_device=True)))
+    xf, yf = next(iter(data.make_loader(tensors, batch_size=20, image_size=32)))
+    assert x8.dtype == torch.uint8 and x8.shape == (20, 3, 64, 64) and torch.equal(y8, yf)
+    loader = data.make_loader(tensors, batch_size=20, image_size=32, on_device=True)
+    assert torch.equal(data.device_transform(loader)(x8), xf)
+    assert data.device_transform(data.make_loader(tensors)) is None
+    # the same run through fit, float batches from the CPU collate vs uint8 converted after the copy
+    m1, h1 = _fit_tiny(tensors, on_device=False)
+    m2, h2 = _fit_tiny(tensors, on_device=True)
+    assert h1.train_loss == h2.train_loss and h1.val_acc == h2.val_acc and h1.val_loss == h2.val_loss
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+
+
+def test_fit_reads_the_device_once_per_log_interval_not_per_step(fake_root, tmp_path, monkeypatch):
+    """Losses and accuracy add up on the device; the host waits for them every log_every steps only."""
+    tensors = _tiny(fake_root, tmp_path)
+    reads = []
+    for name in ("item", "__bool__", "__int__", "__float__"):
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *a, _original=original, _name=name, **k):
+            if self.dim() == 0:  # a number read back (the sampler's index lists are not counted)
+                reads.append(_name)
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+
+    def count(steps, log_every=25):
+        reads.clear()
+        torch.manual_seed(0)
+        model = TinyNet()
+        # no augmentation: its random draws are host reads of CPU tensors, once per image
+        loader = data.make_loader(tensors, batch_size=16, train=True, augment=False, image_size=32)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        h = train.fit(
+            model, loader, None, opt, epochs=1, device="cpu", progress=False, max_steps_per_epoch=steps,
+            log_every=log_every,
+        )  # fmt: skip
+        assert h.train_loss[0] > 0
+        return len(reads)
+
+    at_the_end = count(2)
+    assert count(7) == at_the_end  # one read at the end of the epoch, however many steps
+    assert count(7, log_every=2) - at_the_end == 3 * 3  # and one (3 numbers) at steps 2, 4 and 6
+
+
+def test_fit_under_bf16_autocast_on_cpu(fake_root, tmp_path):
+    """amp=True on the CPU: the forward pass runs in bfloat16, the weights and the loss stay float32."""
+    tensors = _tiny(fake_root, tmp_path)
+    seen = []
+    torch.manual_seed(0)
+    model = TinyNet()
+    model.fc.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    loader = data.make_loader(tensors, batch_size=16, train=True, image_size=32)
+    h = train.fit(model, loader, loader, opt, epochs=2, device="cpu", amp=True, progress=False, max_steps_per_epoch=3)
+    assert set(seen) == {torch.bfloat16}  # training and evaluation under autocast
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert all(math.isfinite(v) for v in h.train_loss + h.val_loss) and h.epochs == 2
+    fp32_model, fp32 = _fit_tiny(tensors, amp=False, steps=3)
+    bf16_model, bf16 = _fit_tiny(tensors, amp=True, steps=3)
+    assert bf16.train_loss != fp32.train_loss  # autocast did change the arithmetic...
+    assert bf16.train_loss[0] == pytest.approx(fp32.train_loss[0], rel=0.05)  # ...by bfloat16's rounding only
+
+
+def test_resume_under_bf16_autocast_is_exact(fake_root, tmp_path):
+    tensors = _tiny(fake_root, tmp_path)
+    full, h_full = _fit_tiny(tensors, epochs=3, amp=True)
+    ckpt = tmp_path / "amp.pt"
+    _fit_tiny(tensors, epochs=1, amp=True, checkpoint=ckpt)
+    resumed, h_res = _fit_tiny(tensors, epochs=3, amp=True, checkpoint=ckpt, resume=True)
+    assert h_res.epochs == 3 and h_res.train_loss == h_full.train_loss and h_res.val_acc == h_full.val_acc
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_cudnn_benchmark_stays_off_when_determinism_was_asked_for(monkeypatch):
+    from tl_helpers.device import seed_everything
+
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(False)
+        assert train.cudnn_benchmark_setting(None) is True and train.cudnn_benchmark_setting(False) is False
+        seed_everything(0, deterministic=True)
+        assert train.cudnn_benchmark_setting(None) is False
+        with pytest.warns(UserWarning, match="cudnn_benchmark=True ignored"):
+            assert train.cudnn_benchmark_setting(True) is False
+        # and through fit's preparation of the model, as on a GPU
+        model = TinyNet()
+        monkeypatch.setattr(model, "to", lambda *a, **k: model)  # no real GPU here: only the setting is checked
+        train._prepare_model(model, torch.device("cuda"), False, compile=False, cudnn_benchmark=None)
+        assert torch.backends.cudnn.benchmark is False
+        torch.use_deterministic_algorithms(False)
+        monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+        train._prepare_model(model, torch.device("cuda"), False, compile=False, cudnn_benchmark=None)
+        assert torch.backends.cudnn.benchmark is True
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def test_checkpoints_hold_unwrapped_keys_and_old_prefixed_ones_still_load(tmp_path):
+    model = TinyNet()
+    wrapped = nn.DataParallel(model)  # the same .module wrapping as DistributedDataParallel
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = train.save_checkpoint(tmp_path / "c.pt", wrapped, opt, epoch=1, history=train.History())
+    keys = list(torch.load(path, weights_only=True)["model"])
+    assert keys == list(model.state_dict()) and not any(k.startswith("module.") for k in keys)
+    old = torch.load(path, weights_only=True)
+    old["model"] = {f"module.{k}": v for k, v in old["model"].items()}  # as written before the fix
+    torch.save(old, tmp_path / "old.pt")
+    fresh = TinyNet()
+    train.load_checkpoint(tmp_path / "old.pt", fresh)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
+    assert train.unwrap_model(wrapped) is model and train.unwrap_model(model) is model

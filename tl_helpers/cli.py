@@ -1,4 +1,4 @@
-"""Command line: ``python -m tl_helpers doctor | data prepare | grade | exercises build|check``.
+"""Command line: ``python -m tl_helpers doctor | data prepare | grade | private-data | exercises``.
 
 Every failure on bad input ends with one line on stderr naming the file or
 argument and the fix, and exit status 2 (1 for "not ready" in ``doctor``).
@@ -145,6 +145,12 @@ def grade_command(args: argparse.Namespace) -> int:
 
     from tl_helpers import grading
 
+    grading.check_platform()  # before anything else: refuse rather than give every learner zero
+    if args.private_data is not None:
+        from tl_helpers.private_data import load_private_data
+
+        found = load_private_data(args.private_data)
+        print(f"private data: {args.private_data}: {found.describe()}", file=sys.stderr)
     results = grading.grade(
         args.paths,
         out=args.out,
@@ -152,6 +158,7 @@ def grade_command(args: argparse.Namespace) -> int:
         total_timeout=args.total_timeout,
         progress=not args.json,
         jobs=args.jobs,
+        private_data=args.private_data,
     )
     if args.summary is not None:
         grading.write_summary(results, args.summary)
@@ -163,6 +170,18 @@ def grade_command(args: argparse.Namespace) -> int:
             print(f"gradebook: {args.out}; feedback: {args.out.parent / (args.out.stem + '_feedback')}/")
         if args.summary is not None:
             print(f"class summary: {args.summary}")
+    return 0
+
+
+def private_data_command(args: argparse.Namespace) -> int:
+    """Make the single file of instructor data ``grade --private-data`` takes, or check a folder or file."""
+    from tl_helpers import private_data
+
+    if args.private_data_command == "make":
+        out = private_data.save_private_data(args.out, eurosat=args.eurosat, digits=args.digits)
+        print(f"wrote {out}: {private_data.load_private_data(out).describe()}")
+        return 0
+    print(f"{args.path}: {private_data.load_private_data(args.path).describe()}")
     return 0
 
 
@@ -224,7 +243,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--total-timeout", type=int, default=TOTAL_TIMEOUT, help=f"seconds per submission (default {TOTAL_TIMEOUT})"
     )
     g.add_argument("--jobs", type=int, default=1, help="submissions graded at the same time (default 1)")
+    g.add_argument(
+        "--private-data",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="grade the outcome exercises on your own data instead of the built-in private splits: a folder "
+        "(eurosat/<Class>/*.jpg and/or digits.npz) or a file from `private-data make`",
+    )
     g.set_defaults(func=grade_command)
+
+    pd = sub.add_parser("private-data", help="instructor data for `grade --private-data`")
+    pdsub = pd.add_subparsers(dest="private_data_command", required=True)
+    make = pdsub.add_parser(
+        "make",
+        help="write one .npz file from EuroSAT class folders and/or digits",
+        description="Write one .npz file to grade with (grade --private-data FILE). --eurosat: a folder of "
+        "EuroSAT class folders (<Class>/*.jpg, 64 x 64 RGB; any number per class). --digits: an .npz file with "
+        "X (N x 8 x 8 floats in [0, 1], like sklearn's digits.images / 16) and y (labels 0-9).",
+    )
+    make.add_argument("--eurosat", type=Path, default=None, metavar="FOLDER", help="folder of <Class>/ image folders")
+    make.add_argument("--digits", type=Path, default=None, metavar="FILE", help=".npz file with X and y")
+    make.add_argument("--out", type=Path, required=True, help="the file to write (e.g. private.npz)")
+    make.set_defaults(func=private_data_command)
+    show = pdsub.add_parser("check", help="load a private-data folder or file and say what it holds")
+    show.add_argument("path", type=Path, help="folder or file")
+    show.set_defaults(func=private_data_command)
 
     e = sub.add_parser("exercises", help="generate exercises/ from solutions/")
     esub = e.add_subparsers(dest="exercises_command", required=True)

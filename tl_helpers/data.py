@@ -76,6 +76,7 @@ __all__ = [
     "TensorImageDataset",
     "decode_image",
     "decode_samples",
+    "device_transform",
     "DIGITS_PUBLIC_SIZE",
     "digits_public_indices",
     "load_digits_public",
@@ -472,30 +473,53 @@ class TensorImageDataset(Dataset):
 class BatchTransform:
     """Collate uint8 images into a normalised float batch at the model's input size.
 
-    Resizing and normalising whole batches is far cheaper than per image.
+    Resizing and normalising whole batches is far cheaper than per image. With
+    ``on_device=True`` the collate step only stacks the uint8 images (4x fewer bytes to
+    pin and copy than float32) and leaves :meth:`transform` to the consumer, which
+    calls it after the batch reached its device (``fit``, ``evaluate``, ``predict`` and
+    ``features.extract_features`` do; see :func:`device_transform`). The same operations
+    run either way, so on the CPU both give identical numbers.
 
     Args:
         mean: Per-channel mean (on the [0, 1] scale) of the pretrained model.
         std: Per-channel std.
         image_size: Output side length (EuroSAT is 64; 96 or 128 can help accuracy).
         interpolation: "bicubic" or "bilinear" (what the weights were trained with).
+        on_device: Collate to uint8 and leave :meth:`transform` to the consumer.
     """
 
     def __init__(
-        self, mean: Sequence[float], std: Sequence[float], image_size: int = 64, interpolation: str = "bicubic"
+        self,
+        mean: Sequence[float],
+        std: Sequence[float],
+        image_size: int = 64,
+        interpolation: str = "bicubic",
+        on_device: bool = False,
     ):
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self.image_size = image_size
         self.interpolation = interpolation
+        self.on_device = on_device
+        self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __getstate__(self) -> dict[str, object]:  # worker processes get no copies of GPU tensors
+        return {**self.__dict__, "_stats": {}}
 
     def __call__(self, batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         images = torch.stack([b[0] for b in batch])
         labels = torch.stack([b[1] for b in batch])
-        return self.transform(images), labels
+        return (images if self.on_device else self.transform(images)), labels
+
+    def _mean_std(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device.type == "cpu":
+            return self.mean, self.std
+        if device not in self._stats:  # copied once per device, not once per batch
+            self._stats[device] = (self.mean.to(device), self.std.to(device))
+        return self._stats[device]
 
     def transform(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``N x 3 x H x W`` to normalised float32 at ``image_size``."""
+        """uint8 ``N x 3 x H x W`` to normalised float32 at ``image_size``, on the images' device."""
         x = images.float().div_(255)
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = F.interpolate(
@@ -506,7 +530,20 @@ class BatchTransform:
                 antialias=self.interpolation in ("bilinear", "bicubic"),
             )
             x = x.clamp_(0, 1)
-        return x.sub_(self.mean).div_(self.std)
+        mean, std = self._mean_std(x.device)
+        return x.sub_(mean).div_(std)
+
+
+def device_transform(loader: DataLoader) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The conversion a consumer of ``loader`` must apply on the device, or ``None``.
+
+    Loaders from ``make_loader(..., on_device=True)`` yield uint8 batches; this returns
+    their :meth:`BatchTransform.transform`, to call after the copy to the device
+    (``tl_helpers.device.to_device(x, device, transform=...)``). Other loaders yield
+    model-ready batches: ``None``.
+    """
+    collate = getattr(loader, "collate_fn", None)
+    return collate.transform if getattr(collate, "on_device", False) else None
 
 
 def make_loader(
@@ -523,6 +560,7 @@ def make_loader(
     seed: int = 0,
     device: torch.device | str | None = None,
     num_workers: int = 0,
+    on_device: bool = False,
 ) -> DataLoader:
     """A DataLoader over pre-decoded images that is safe in notebooks.
 
@@ -542,6 +580,10 @@ def make_loader(
         device: Pins host memory when this device wants it (:func:`tl_helpers.device.pin_memory_for`).
         num_workers: Worker processes. 0 (the default) never hangs in a notebook;
             raise it only in scripts on machines with spare cores.
+        on_device: Yield uint8 batches (pinned for CUDA, copied without blocking) and leave the
+            float conversion, resizing and normalisation to the consumer, on its device: ``fit``,
+            ``evaluate``, ``predict`` and ``features.extract_features`` do it (:func:`device_transform`).
+            Off by default, because a hand-written loop expects float batches.
     """
     if balanced and not train:
         raise ValueError(
@@ -567,6 +609,6 @@ def make_loader(
         drop_last=train and len(dataset) > batch_size,
         num_workers=num_workers,
         pin_memory=pin,
-        collate_fn=BatchTransform(mean, std, image_size, interpolation),
+        collate_fn=BatchTransform(mean, std, image_size, interpolation, on_device=on_device),
         persistent_workers=num_workers > 0,
     )

@@ -11,7 +11,9 @@ Several processes on one machine (gloo on CPU, NCCL on GPUs), or several machine
 
 Every rank trains on its own shard of each epoch (``DistributedSampler``); the global
 batch size stays ``--batch-size`` (each of N ranks takes ``batch_size // N``), so
-results match a single-process run closely. Rank 0 writes ``--out`` (JSON).
+results match a single-process run closely. Rank 0 writes ``--out`` (JSON) and the
+``--checkpoint`` (the unwrapped model's keys, no ``module.`` prefix), which one process
+or another number of ranks can ``--resume`` from.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tl_helpers import data, models, train
 from tl_helpers.device import get_device, pin_memory_for
 
-__all__ = ["main"]
+__all__ = ["main", "wrap_model"]
 
 
 def _setup() -> tuple[int, int, torch.device]:
@@ -47,6 +49,21 @@ def _setup() -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
+def wrap_model(model: torch.nn.Module, device: torch.device, world: int, *, channels_last: bool) -> torch.nn.Module:
+    """Move ``model`` to ``device`` and its memory format, *then* wrap it in DDP (when ``world > 1``).
+
+    The order matters: DDP registers the parameters' layout when it wraps them, so a
+    conversion to channels_last afterwards leaves its gradient buckets mismatched. ``fit``
+    checks a wrapped model instead of converting it.
+    """
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if world == 1:
+        return model
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tl_helpers.ddp", description=__doc__.split("\n")[0])
     p.add_argument("--epochs", type=int, default=3)
@@ -58,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads per process (CPU)")
     p.add_argument("--out", default=None, help="write the result JSON here (rank 0)")
+    p.add_argument("--checkpoint", default=None, help="save a checkpoint here after every epoch (rank 0)")
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -85,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.batch_size % world:
             raise ValueError(f"--batch-size {args.batch_size} must be divisible by the number of processes {world}")
         per_rank = args.batch_size // world
+        on_gpu = device.type == "cuda"  # uint8 batches, pinned; converted on the GPU by fit
         base = data.make_loader(
             train_data,
             batch_size=per_rank,
@@ -94,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             train=True,
             seed=args.seed,
             device=device,
+            on_device=on_gpu,
         )
         if world > 1:
             sampler = DistributedSampler(
@@ -110,18 +131,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             train_loader = base
         val_loader = data.make_loader(
-            val_data, batch_size=256, mean=pre.mean, std=pre.std, image_size=args.image_size, device=device
+            val_data,
+            batch_size=256,
+            mean=pre.mean,
+            std=pre.std,
+            image_size=args.image_size,
+            device=device,
+            on_device=on_gpu,
         )
-        model.to(device)
-        net = (
-            DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-            if world > 1
-            else model
-        )
+        channels_last = device.type in ("cuda", "cpu")  # fit's default, applied before wrapping
+        net = wrap_model(model, device, world, channels_last=channels_last)
         opt = torch.optim.AdamW(net.parameters(), lr=args.lr)
         t0 = time.perf_counter()
         history = train.fit(
-            net, train_loader, val_loader, opt, epochs=args.epochs, device=device, seed=args.seed, progress=rank == 0
+            net,
+            train_loader,
+            val_loader,
+            opt,
+            epochs=args.epochs,
+            device=device,
+            seed=args.seed,
+            progress=rank == 0,
+            channels_last=channels_last,
+            checkpoint=args.checkpoint,
+            resume=args.resume,
         )
         seconds = time.perf_counter() - t0
         fingerprint = models.model_fingerprint(model)

@@ -1,30 +1,44 @@
 """Device, precision and seeding: the floor every other module stands on.
 
-Nothing here runs at import time: no seeding, no device globals. Call
+Nothing here runs at import time: no seeding, no device globals, no thread settings. Call
 :func:`get_device` and pass the result explicitly to the helpers that need it.
+
+CPU threads: torch starts one compute thread per CPU the process may run on, which ignores a
+container's CPU quota, and its OpenMP threads spin while they wait. :func:`available_cpus` counts
+the CPUs this process may really use (affinity and cgroup quota); :func:`configure_cpu_threads`
+sizes torch's thread pools to it. :func:`get_device` and :func:`seed_everything`, which every
+notebook calls first, call it once per process. Not spinning is set where kernels start
+(``OMP_WAIT_POLICY``, read only when torch loads; see :data:`tl_helpers.runner.KERNEL_ENV`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 __all__ = [
+    "BF16_MIN_CAPABILITY",
     "DEVICE_ENV",
     "Precision",
+    "available_cpus",
     "bf16_supported",
     "choose_precision",
+    "configure_cpu_threads",
+    "cpu_quota",
     "describe",
     "get_device",
     "num_threads",
     "pin_memory_for",
     "seed_everything",
+    "synchronize",
     "to_device",
 ]
 
@@ -44,6 +58,7 @@ def get_device(prefer: str | torch.device | None = None) -> torch.device:
     Raises:
         RuntimeError: if the requested device is not available here.
     """
+    _configure_cpu_threads_once()
     choice = prefer if prefer is not None else os.environ.get(DEVICE_ENV) or None
     if choice is not None:
         device = torch.device(choice)
@@ -70,9 +85,20 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
+BF16_MIN_CAPABILITY = 8  # Ampere (sm_80) and newer: bf16 tensor cores
+
+
 def bf16_supported(device: torch.device) -> bool:
-    """Whether ``device`` runs bfloat16 autocast fast (Ampere or newer GPUs)."""
-    return device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    """Whether ``device`` runs bfloat16 autocast fast: CUDA compute capability 8.0 (Ampere) or newer.
+
+    ``torch.cuda.is_bf16_supported()`` is not the test: it answers True on pre-Ampere GPUs
+    (T4 is 7.5, V100 7.0) as well, where bf16 is emulated and slow; they want float16
+    with a ``GradScaler`` instead. The compute capability tells them apart.
+    """
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    major, _minor = torch.cuda.get_device_capability(device)
+    return major >= BF16_MIN_CAPABILITY
 
 
 @dataclass(frozen=True)
@@ -107,8 +133,8 @@ class Precision:
 def choose_precision(device: torch.device, amp: bool | str | torch.dtype = "auto") -> Precision:
     """Decide the autocast dtype and whether a GradScaler is needed.
 
-    ``"auto"`` means: bfloat16 on GPUs that support it (no scaler needed),
-    float16 with a scaler on older GPUs, float32 on CPU and MPS. On a laptop CPU
+    ``"auto"`` means: bfloat16 on GPUs of compute capability 8.0 or newer (no scaler
+    needed), float16 with a scaler below that (T4, V100), float32 on CPU and MPS. On a laptop CPU
     without bf16 matrix units, bf16 autocast is usually *slower* than float32,
     so we leave it off there unless asked.
 
@@ -142,6 +168,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         deterministic: Also ask torch for deterministic algorithms (slower on
             GPU; on CPU the course's code is deterministic already).
     """
+    _configure_cpu_threads_once()
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)  # seeds CUDA and MPS too when present
@@ -152,14 +179,43 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.deterministic = True
 
 
+def synchronize(device: torch.device | str) -> None:
+    """Wait for ``device``'s queued work (CUDA and MPS run asynchronously); a no-op on CPU.
+
+    Call it before reading a timer: otherwise a GPU timing measures how fast work was queued.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def pin_memory_for(device: torch.device) -> bool:
     """Pinned host memory only helps host-to-GPU copies."""
     return device.type == "cuda"
 
 
-def to_device(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
-    """Copy a batch to ``device`` (non-blocking from pinned memory); optional channels_last."""
+def to_device(
+    x: torch.Tensor,
+    device: torch.device,
+    channels_last: bool = False,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Copy a batch to ``device`` (non-blocking from pinned memory), convert it there; optional channels_last.
+
+    Args:
+        x: The batch.
+        device: Where it goes.
+        channels_last: Return a 4-D batch in channels_last memory format.
+        transform: Applied on ``device`` right after the copy: the float conversion, resizing and
+            normalisation of a uint8 batch from ``make_loader(..., on_device=True)``
+            (``tl_helpers.data.device_transform(loader)`` returns it).
+    """
+    device = torch.device(device)
     x = x.to(device, non_blocking=device.type == "cuda")
+    if transform is not None:
+        x = transform(x)
     if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
@@ -184,3 +240,132 @@ def num_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+# ----------------------------------------------------------------------------- CPU threads
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+_cpu_threads_configured = False
+
+
+def cpu_quota(
+    cgroup_root: str | os.PathLike = CGROUP_ROOT, proc_cgroup: str | os.PathLike = "/proc/self/cgroup"
+) -> float | None:
+    """The CPU quota of this process's cgroup in CPUs (``1.5`` = one and a half CPUs), or ``None`` for no quota.
+
+    Reads cgroup v2 ``cpu.max`` (``"max 100000"`` = no quota, ``"150000 100000"`` = 1.5 CPUs) and
+    cgroup v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (quota ``-1`` = none), at the root of the
+    hierarchy (what a container sees) and along this process's own cgroup path; the smallest wins.
+
+    Args:
+        cgroup_root: Where the cgroup file system is mounted.
+        proc_cgroup: The file naming this process's cgroups (``/proc/self/cgroup``).
+    """
+    root = Path(cgroup_root)
+    folders = [root, root / "cpu", root / "cpu,cpuacct"]
+    try:
+        lines = Path(proc_cgroup).read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:  # "0::/user.slice/..." (v2) or "4:cpu,cpuacct:/docker/..." (v1)
+        parts = line.split(":", 2)
+        if len(parts) != 3 or not parts[2].startswith("/") or parts[2] == "/":
+            continue
+        controllers = parts[1].split(",")
+        bases = [root] if parts[1] == "" else [root / parts[1]] if "cpu" in controllers else []
+        relative = Path(parts[2].lstrip("/"))
+        for base in bases:
+            folders += [base / relative, *(base / parent for parent in relative.parents if str(parent) != ".")]
+    quotas = []
+    for folder in folders:
+        quota = _read_cpu_max(folder / "cpu.max")
+        if quota is None:
+            quota = _read_cfs(folder / "cpu.cfs_quota_us", folder / "cpu.cfs_period_us")
+        if quota is not None:
+            quotas.append(quota)
+    return min(quotas) if quotas else None
+
+
+def _read_cpu_max(path: Path) -> float | None:
+    try:
+        fields = path.read_text().split()
+        if len(fields) < 1 or fields[0] == "max":
+            return None
+        period = float(fields[1]) if len(fields) > 1 else 100_000.0
+        quota = float(fields[0])
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def _read_cfs(quota_path: Path, period_path: Path) -> float | None:
+    try:
+        quota = float(quota_path.read_text().strip())
+        period = float(period_path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def available_cpus(cgroup_root: str | os.PathLike = CGROUP_ROOT) -> int:
+    """How many CPUs this process may really use: its CPU affinity, capped by its cgroup's CPU quota.
+
+    ``os.cpu_count()`` counts the machine's CPUs, not the ones a container or ``taskset`` leaves us.
+    A fractional quota rounds up (1.5 CPUs -> 2 threads), as loky and the JVM do.
+
+    Args:
+        cgroup_root: Where the cgroup file system is mounted (tests point it at a fake one).
+    """
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS and Windows have no affinity call
+        n = os.cpu_count() or 1
+    quota = cpu_quota(cgroup_root)
+    if quota is not None:
+        n = min(n, math.ceil(quota))
+    return max(1, n)
+
+
+def _threads_from_env() -> int | None:
+    try:
+        value = int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0])
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def configure_cpu_threads(n: int | None = None) -> int:
+    """Size torch's CPU thread pools to the CPUs this process may use.
+
+    More compute threads than usable CPUs make torch's threads wait for each other at every
+    operation, far slower than fewer threads.
+
+    Args:
+        n: Threads to use; ``None``: :func:`available_cpus`, or ``OMP_NUM_THREADS`` when that is
+            smaller (the grader sets it to share the CPUs between kernels).
+
+    Returns:
+        The intra-op thread count now in use.
+    """
+    if n is None:
+        n = available_cpus()
+        from_env = _threads_from_env()
+        if from_env is not None:
+            n = min(n, from_env)
+    n = max(1, int(n))
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    if torch.get_num_interop_threads() > n:
+        try:
+            torch.set_num_interop_threads(n)
+        except RuntimeError:  # settable only once, before any inter-op work started
+            pass
+    return n
+
+
+def _configure_cpu_threads_once() -> None:
+    """:func:`configure_cpu_threads` the first time :func:`get_device` or :func:`seed_everything` runs."""
+    global _cpu_threads_configured
+    if not _cpu_threads_configured:
+        _cpu_threads_configured = True
+        configure_cpu_threads()

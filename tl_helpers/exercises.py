@@ -7,8 +7,9 @@ indentation, by::
     # YOUR CODE HERE
     raise NotImplementedError('Your code here (the task is above). Stuck? hint("freeze_backbone")')
 
-The exercise id comes from the region's ``# EXERCISE: freeze_backbone`` line; its hints live in
-the package (:mod:`tl_helpers.checks.hints`), never in the notebook, so the released placeholder
+The exercise id comes from the region's ``# EXERCISE: freeze_backbone`` line: the exercise's one id,
+also the one its ``check("freeze_backbone", ...)`` cell and its gradebook column use. Its hints live in
+the package (:mod:`tl_helpers.checks.registry`), never in the notebook, so the released placeholder
 says what to do but never how. A ``# HINT:`` line in a region is an error (it would be released).
 
 Outputs and execution counts are stripped. ``check`` regenerates in memory and
@@ -80,8 +81,8 @@ def strip_solution(source: str, where: str = "cell") -> str:
             if any(_HINT.match(r) for r in region):
                 raise SolutionMarkupError(
                     f"{where}, line {number}: a '# HINT:' line inside a solution region would be released "
-                    "with the exercise; register the hint steps with checks.hints.register_hints and name "
-                    "the exercise with '# EXERCISE: <id>'"
+                    "with the exercise; declare the hint steps with tl_helpers.checks.registry.exercise and "
+                    "name the exercise with '# EXERCISE: <id>'"
                 )
             ids = [m.group(1) for m in map(_EXERCISE.match, region) if m]
             if len(ids) > 1:

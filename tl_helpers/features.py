@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from tl_helpers.data import ImageTensors, make_loader
+from tl_helpers.data import ImageTensors, device_transform, make_loader
 from tl_helpers.device import to_device
 from tl_helpers.files import load_or_build, sha256_text, tensor_digest
 from tl_helpers.models import get_preprocessing
@@ -50,20 +50,24 @@ def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def extract_features(
     model: nn.Module, loader: DataLoader, device: torch.device | str, *, progress: bool = True, desc: str = "features"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the frozen backbone once over ``loader`` (eval mode) and return ``(X, y)`` on the CPU."""
+    """Run the frozen backbone once over ``loader`` (eval mode) and return ``(X, y)`` on the CPU.
+
+    A loader from ``make_loader(..., on_device=True)`` has its uint8 batches converted on ``device``.
+    """
     from tqdm.auto import tqdm
 
     device = torch.device(device)
+    transform = device_transform(loader)
     was_training = model.training
     model.eval().to(device)
     xs, ys = [], []
     try:
         for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
-            xs.append(pooled_features(model, to_device(x, device)).float().cpu())
+            xs.append(pooled_features(model, to_device(x, device, transform=transform)).float())
             ys.append(y)
     finally:
         model.train(was_training)
-    return torch.cat(xs), torch.cat(ys)
+    return torch.cat(xs).cpu(), torch.cat(ys)  # one copy back, not one wait per batch
 
 
 FEATURE_CACHE_FORMAT = 2  # 2: keyed by the images' content, {key, value} entries (files.load_or_build)
@@ -134,6 +138,7 @@ def cached_features(
             image_size=image_size,
             interpolation=interpolation,
             device=device,
+            on_device=torch.device(device).type == "cuda",  # uint8 copies; converted on the GPU
         )
         X, y = extract_features(model, loader, device, progress=progress, desc=f"features {name}")
         return {"X": X, "y": y}

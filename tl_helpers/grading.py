@@ -19,6 +19,15 @@ kernel or floods its output gets a verdict and only the points it really earned.
 Limit: checks run inside the submission's kernel; code that rewrites the Python
 interpreter itself (``builtins``, ``torch`` internals) could still mislead them.
 For high-stakes grading, read the flagged notebooks.
+
+With ``private_data`` (``grade --private-data PATH``) the outcome checks score on the
+instructor's data instead of the built-in private splits (:mod:`tl_helpers.private_data`):
+its path is written into the grader's cell only, which sets ``TL_PRIVATE_DATA`` while the
+checks run; without it that cell clears the variable, so a notebook cannot pick its own.
+
+Grading needs POSIX signals and process groups (Linux, macOS, WSL): elsewhere
+:func:`grade` and :func:`grade_notebook` raise :class:`GradingUnsupportedError` before
+running anything, rather than give every learner zero.
 """
 
 from __future__ import annotations
@@ -35,7 +44,9 @@ from typing import Any
 
 from tl_helpers.checks import ASSIGNMENTS, CHECKS
 from tl_helpers.checks.table import BUDGETS
-from tl_helpers.runner import CELL_TIMEOUT, OUTPUT_CAP, TOTAL_TIMEOUT, run_isolated
+from tl_helpers.device import available_cpus
+from tl_helpers.private_data import PRIVATE_DATA_ENV, load_private_data
+from tl_helpers.runner import CELL_TIMEOUT, OUTPUT_CAP, TOTAL_TIMEOUT, isolation_missing, run_isolated
 
 __all__ = [
     "CELL_TIMEOUT",
@@ -43,9 +54,11 @@ __all__ = [
     "OUTPUT_CAP",
     "TOTAL_TIMEOUT",
     "CheckOutcome",
+    "GradingUnsupportedError",
     "Submission",
     "assignment_of",
     "budget_of",
+    "check_platform",
     "find_submissions",
     "grade",
     "grade_notebook",
@@ -57,6 +70,29 @@ __all__ = [
 ]
 
 CHECK_TIMEOUT = 60
+
+
+class GradingUnsupportedError(RuntimeError):
+    """This Python cannot stop or isolate a submission (no ``signal.SIGALRM``, no process groups)."""
+
+
+def check_platform() -> None:
+    """Refuse to grade where a submission cannot be isolated and stopped (e.g. native Windows).
+
+    Raises:
+        GradingUnsupportedError: naming what is missing; nothing has been graded.
+    """
+    import signal
+
+    missing = [f"signal.{name}" for name in ("SIGALRM", "alarm") if not hasattr(signal, name)]
+    missing += isolation_missing()
+    if missing:
+        raise GradingUnsupportedError(
+            "grading needs Linux, macOS or WSL: this Python has no "
+            + ", ".join(missing)
+            + ", which the grader needs to stop a check that runs too long and to isolate each submission. "
+            "Nothing was graded. Fix: run the grader under WSL, in a Linux container, or on Linux or macOS."
+        )
 
 
 @dataclass
@@ -143,8 +179,14 @@ def assignment_of(path: Path, notebook: Any = None) -> str | None:
 # ----------------------------------------------------------------------------- the grader's cell
 
 
-def grading_cell(assignment: str, marker: str, check_timeout: int = CHECK_TIMEOUT) -> str:
-    """Source of the cell appended to a submission: runs the assignment's checks, prints JSON after ``marker``."""
+def grading_cell(
+    assignment: str, marker: str, check_timeout: int = CHECK_TIMEOUT, private_data: str | None = None
+) -> str:
+    """Source of the cell appended to a submission: runs the assignment's checks, prints JSON after ``marker``.
+
+    ``private_data`` (an absolute path) is set as ``TL_PRIVATE_DATA`` while the checks run; when it is
+    ``None`` the variable is cleared, so the submission cannot choose the data it is graded on.
+    """
     spec = [(col, cid, list(names)) for col, cid, names in ASSIGNMENTS[assignment]]
     package_parent = str(Path(__file__).resolve().parents[1])
     trusted_path = [package_parent] + [p for p in sys.path if p and Path(p).resolve() != Path.cwd().resolve()]
@@ -165,6 +207,10 @@ def _tl_grade():
     _json = _importlib.import_module("json")
     _signal = _importlib.import_module("signal")
     _checks = _importlib.import_module("tl_helpers.checks")
+    _environ = _importlib.import_module("os").environ
+    _environ.pop({PRIVATE_DATA_ENV!r}, None)
+    if {private_data!r}:
+        _environ[{PRIVATE_DATA_ENV!r}] = {private_data!r}
     _ns = globals()
     _out = []
 
@@ -189,6 +235,7 @@ def _tl_grade():
             _out.append([_col, bool(_r.passed is True), str(_r.feedback)[:2000]])
         except BaseException as _exc:
             _out.append([_col, False, "check stopped: " + type(_exc).__name__ + ": " + str(_exc)[:500]])
+    _environ.pop({PRIVATE_DATA_ENV!r}, None)
     _sys.stdout.write("\\n{marker}" + _json.dumps({{"checks": _out, "hints": _hints}}) + "\\n")
     _sys.stdout.flush()
 
@@ -207,10 +254,19 @@ def grade_notebook(
     total_timeout: int = TOTAL_TIMEOUT,
     name: str | None = None,
     threads: int | None = None,
+    private_data: str | os.PathLike | None = None,
 ) -> Submission:
-    """Grade one submission in a fresh kernel process (``threads``: its compute threads). Never raises."""
+    """Grade one submission in a fresh kernel process (``threads``: its compute threads).
+
+    ``private_data``: the instructor's data for the outcome checks (see :func:`grade`).
+
+    Raises:
+        GradingUnsupportedError: on a platform that cannot isolate the submission (:func:`check_platform`).
+        Nothing else: a bad submission gets a verdict.
+    """
     import nbformat
 
+    check_platform()
     t0 = time.perf_counter()
     label = name or str(path)
     try:
@@ -231,11 +287,14 @@ def grade_notebook(
         total_timeout = budget
     run = run_isolated(
         path,
-        grading_cell(assignment, marker),
+        grading_cell(
+            assignment, marker, private_data=str(Path(private_data).resolve()) if private_data is not None else None
+        ),
         marker,
         cell_timeout=cell_timeout,
         total_timeout=total_timeout,
         threads=threads,
+        env={PRIVATE_DATA_ENV: ""},  # never visible to the notebook's own cells
     )
     sub.notes += run.events[:20]
     payload = run.results
@@ -307,23 +366,43 @@ def grade(
     total_timeout: int = TOTAL_TIMEOUT,
     progress: bool = True,
     jobs: int = 1,
+    private_data: str | os.PathLike | None = None,
 ) -> list[Submission]:
-    """Grade every notebook under ``paths`` (``jobs`` kernels at a time) and optionally write the gradebook."""
+    """Grade every notebook under ``paths`` (``jobs`` kernels at a time) and optionally write the gradebook.
+
+    Args:
+        private_data: The instructor's data (a folder or a file, :mod:`tl_helpers.private_data`) that the
+            outcome checks score on instead of the built-in private splits. Validated before grading starts.
+
+    Raises:
+        GradingUnsupportedError: on a platform that cannot isolate submissions; nothing is graded.
+        PrivateDataError: ``private_data`` cannot be used (the message names the file).
+    """
     from concurrent.futures import ThreadPoolExecutor
 
+    check_platform()
+    if private_data is not None:
+        load_private_data(private_data)  # fail now, with the file's name, not inside every kernel
     files = find_submissions(paths)
     roots = [Path(p) for p in paths]
-    # with several kernels at once, share the cores out (unless the caller set the thread count)
+    # with several kernels at once, share out the CPUs this process may use (unless the caller set the count)
     threads = None
     if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
+        threads = max(1, available_cpus() // jobs)
 
     def one(item: tuple[int, Path]) -> Submission:
         i, path = item
         name = _display_name(path, roots)
         if progress:
             print(f"[{i}/{len(files)}] {name} ...", file=sys.stderr, flush=True)
-        return grade_notebook(path, cell_timeout=cell_timeout, total_timeout=total_timeout, name=name, threads=threads)
+        return grade_notebook(
+            path,
+            cell_timeout=cell_timeout,
+            total_timeout=total_timeout,
+            name=name,
+            threads=threads,
+            private_data=private_data,
+        )
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         results = list(pool.map(one, enumerate(files, 1)))

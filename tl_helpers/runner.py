@@ -8,6 +8,14 @@ grader's) and writes a JSON summary. The caller kills the whole process group, a
 the kernel's own group, after a total timeout. Errors in cells are recorded, never
 raised. :mod:`tl_helpers.grading` builds the gradebook on top of this.
 
+Kernels get :data:`KERNEL_ENV` (unless the caller's environment sets those variables): the
+course's compute threads wait without spinning, so kernels beside each other, or beside
+another job, do not burn the CPUs they are waiting for. ``make install`` writes the same
+variables into the course's kernel specs, and the root ``conftest.py`` into the test run's.
+
+Isolation needs POSIX process groups (``os.setsid``, ``os.killpg``): :func:`isolation_missing`
+says what this Python lacks, and :func:`run_isolated` refuses to start without them.
+
 Nothing here imports torch or the rest of the course.
 """
 
@@ -27,11 +35,14 @@ from typing import Any, Callable
 
 __all__ = [
     "CELL_TIMEOUT",
+    "KERNEL_ENV",
     "OUTPUT_CAP",
     "TOTAL_TIMEOUT",
     "TRUNCATED",
     "RunOutcome",
     "capped_client",
+    "isolation_missing",
+    "kernel_env",
     "kill_process_group",
     "kill_kernel",
     "run_isolated",
@@ -43,6 +54,25 @@ CELL_TIMEOUT = 120
 TOTAL_TIMEOUT = 600
 OUTPUT_CAP = 200_000  # characters of output kept per cell
 TRUNCATED = "[output truncated by the grader]\n"
+
+KERNEL_ENV: dict[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
+"""Environment of every kernel the course starts. ``OMP_WAIT_POLICY=PASSIVE``: torch's OpenMP threads
+(libgomp, which reads it only when torch loads) sleep instead of spinning while they wait for work, so
+a kernel whose CPUs are shared with another job does not spend them spinning (measured by
+``benchmarks/shared_cpu.py``). The Makefile's ``install`` passes the same pairs to ``ipykernel install``."""
+
+
+def kernel_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) with :data:`KERNEL_ENV` added where ``base`` leaves it unset."""
+    env = dict(os.environ if base is None else base)
+    for name, value in KERNEL_ENV.items():
+        env.setdefault(name, value)
+    return env
+
+
+def isolation_missing() -> list[str]:
+    """What this Python lacks to run a notebook isolated and stoppable (empty on Linux, macOS and WSL)."""
+    return [f"os.{name}" for name in ("setsid", "killpg", "getpgid") if not hasattr(os, name)]
 
 
 @dataclass
@@ -193,6 +223,7 @@ def run_isolated(
     cell_timeout: int = CELL_TIMEOUT,
     total_timeout: int = TOTAL_TIMEOUT,
     threads: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> RunOutcome:
     """Run a copy of ``path`` in a fresh kernel (worker process, own session) under the limits.
 
@@ -209,7 +240,17 @@ def run_isolated(
         marker: ``extra_cell`` prints its JSON result on a line starting with this.
         cell_timeout: Seconds per cell (the cell is interrupted after that).
         total_timeout: Seconds for the whole run (then everything is killed).
+        threads: Compute threads of the kernel (``None``: its own choice).
+        env: Extra environment variables of the kernel.
+
+    Raises:
+        RuntimeError: this Python cannot isolate the run (no POSIX process groups, e.g. native Windows).
     """
+    missing = isolation_missing()
+    if missing:
+        raise RuntimeError(
+            f"running a notebook isolated needs Linux, macOS or WSL: this Python has no {', '.join(missing)}"
+        )
     path = Path(path)
     with (
         tempfile.TemporaryDirectory(prefix="tl-grade-") as tmp,
@@ -233,7 +274,7 @@ def run_isolated(
             )
         )
         cmd = [sys.executable, "-m", "tl_helpers", "grade-worker", str(job_file)]
-        env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
+        env = dict(kernel_env(), PYTHONUNBUFFERED="1", MPLBACKEND="Agg", **(env or {}))
         if threads is not None:
             for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
                 env[name] = str(max(1, threads))

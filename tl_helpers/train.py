@@ -3,7 +3,19 @@
 Device, precision and memory format are arguments (see
 :func:`tl_helpers.device.choose_precision`), never read from globals. ``fit`` does
 set two pieces of global state on purpose: torch's global RNG (reseeded every
-epoch, below) and, on CUDA, ``torch.backends.cudnn.benchmark``.
+epoch, below) and, on CUDA, ``torch.backends.cudnn.benchmark`` (left off when
+``seed_everything(..., deterministic=True)`` asked for determinism).
+
+The training step never waits for the GPU: losses and correct counts add up on the
+device, and the host reads them every ``log_every`` steps (progress bar, divergence
+check) and once at the end of the epoch. A loader made with
+``make_loader(..., on_device=True)`` yields uint8 batches, which are copied
+(non-blocking, from pinned memory) and converted to float, resized and normalised on
+the device.
+
+Under ``DistributedDataParallel`` the caller moves the model to its device and memory
+format *before* wrapping it (``fit`` checks); only rank 0 writes checkpoints, and they
+hold the unwrapped model's keys (no ``module.`` prefix), so one process can resume them.
 
 ``fit`` reads as its steps: prepare the model, check the optimizer, resume, then per
 epoch seed, train, record, validate and checkpoint. ``evaluate`` and ``predict``
@@ -20,11 +32,13 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -34,14 +48,18 @@ from tl_helpers.files import atomic_torch_save
 __all__ = [
     "EvalResult",
     "History",
+    "cudnn_benchmark_setting",
     "evaluate",
     "fit",
     "load_checkpoint",
     "predict",
     "resize_batch",
     "save_checkpoint",
+    "unwrap_model",
     "warmup_cosine",
 ]
+
+LOG_EVERY = 25  # steps between the host's looks at the running loss (progress bar, divergence check)
 
 
 @dataclass
@@ -90,12 +108,13 @@ def _eval_loop(
     """
     precision = choose_precision(device, amp)
     channels_last = _default_channels_last(device) if channels_last is None else channels_last
+    transform = _device_transform(loader)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             for x, y in loader:
-                x = to_device(x, device, channels_last=channels_last)
+                x = to_device(x, device, channels_last=channels_last, transform=transform)
                 y = y.to(device, non_blocking=device.type == "cuda")
                 with precision.autocast():
                     logits = model(x)
@@ -115,18 +134,22 @@ def evaluate(
 ) -> EvalResult:
     """Average loss and accuracy of ``model`` on ``loader`` in eval mode (restores the mode after)."""
     loss_fn = loss_fn or nn.CrossEntropyLoss()
-    total = {"loss": 0.0, "correct": 0, "n": 0}
+    device = torch.device(device)
+    # summed on the device and read once at the end: no host sync per batch
+    loss_sum = torch.zeros((), device=device, dtype=_sum_dtype(device))
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    count = [0]
 
     def add(logits: torch.Tensor, y: torch.Tensor) -> None:
-        total["loss"] += float(loss_fn(logits.float(), y)) * len(y)
-        total["correct"] += int((logits.argmax(1) == y).sum())
-        total["n"] += len(y)
+        loss_sum.add_(loss_fn(logits.float(), y).to(loss_sum.dtype) * len(y))
+        correct.add_((logits.argmax(1) == y).sum())
+        count[0] += len(y)
 
-    _eval_loop(model, loader, torch.device(device), amp, channels_last, add)
-    n = total["n"]
+    _eval_loop(model, loader, device, amp, channels_last, add)
+    n = count[0]
     if n == 0:
         raise ValueError("The evaluation loader yielded no samples.")
-    return EvalResult(total["loss"] / n, total["correct"] / n, n)
+    return EvalResult(loss_sum.item() / n, correct.item() / n, n)
 
 
 def predict(
@@ -181,6 +204,36 @@ def warmup_cosine(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _sum_dtype(device: torch.device) -> torch.dtype:
+    """Running sums of losses in float64 (MPS has none: float32 there)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _device_transform(loader: DataLoader) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The conversion to run on the device after the copy (``make_loader(..., on_device=True)``), else ``None``.
+
+    The rule of ``tl_helpers.data.device_transform``, read here by attribute (``train`` does not import ``data``).
+    """
+    collate = getattr(loader, "collate_fn", None)
+    return collate.transform if getattr(collate, "on_device", False) else None
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside ``DistributedDataParallel`` / ``DataParallel`` / ``torch.compile`` wrappers."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):  # torch.compile
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of a process group, or the only process."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 def _default_channels_last(device: torch.device) -> bool:
     # channels_last: ~2x faster training and eval of EfficientNet-Lite0 on this 2-core CPU
     # (depthwise convolutions in oneDNN), and the usual win on CUDA. MPS support is patchy.
@@ -197,9 +250,14 @@ def save_checkpoint(
     scheduler: object | None = None,
     scaler: object | None = None,
 ) -> Path:
-    """Write a checkpoint atomically (temp file, then rename)."""
+    """Write a checkpoint atomically (temp file, then rename).
+
+    The model is unwrapped first (:func:`unwrap_model`): a checkpoint written under
+    ``DistributedDataParallel`` has the same keys as one written by a single process.
+    Writing is the caller's business; ``fit`` lets only rank 0 write.
+    """
     state = {
-        "model": model.state_dict(),
+        "model": unwrap_model(model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,
@@ -219,6 +277,9 @@ def load_checkpoint(
 ) -> tuple[int, History]:
     """Restore a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
 
+    Loads into the unwrapped model, on one process or many; a ``module.`` prefix left by an
+    older checkpoint written under ``DistributedDataParallel`` is removed.
+
     Returns:
         ``(epochs completed, history so far)``.
     """
@@ -228,7 +289,9 @@ def load_checkpoint(
         raise RuntimeError(
             f"Checkpoint {path} is unreadable ({type(exc).__name__}: {exc}). Fix: delete it to start over."
         ) from exc
-    model.load_state_dict(state["model"])
+    weights = state["model"]
+    nn.modules.utils.consume_prefix_in_state_dict_if_present(weights, "module.")
+    unwrap_model(model).load_state_dict(weights)
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
@@ -257,13 +320,16 @@ def fit(
     progress: bool = True,
     max_steps_per_epoch: int | None = None,
     compile: bool = False,
-    cudnn_benchmark: bool = True,
+    cudnn_benchmark: bool | None = None,
     image_sizes: Sequence[int] | None = None,
+    log_every: int = LOG_EVERY,
 ) -> History:
     """Train ``model`` and return its :class:`History`.
 
     Args:
-        model: The model (moved to ``device``; channels_last if chosen).
+        model: The model (moved to ``device``; channels_last if chosen). A model wrapped in
+            ``DistributedDataParallel`` must be on ``device``, in its memory format, already:
+            convert it *before* wrapping it.
         train_loader: Training batches.
         val_loader: Validation batches, evaluated after each epoch (or ``None``).
         optimizer: Built on the parameters that should train.
@@ -274,22 +340,27 @@ def fit(
         amp: Mixed precision: "auto" (bf16/fp16 on CUDA, fp32 on CPU), True, False or a dtype.
         channels_last: Memory format (default: on CUDA and CPU, not on MPS).
         seed: Seeds each epoch (``seed + epoch``) for shuffling, augmentation and dropout.
-        checkpoint: Save a checkpoint here after every epoch.
+        checkpoint: Save a checkpoint here after every epoch (rank 0 only, unwrapped keys).
         resume: Continue from ``checkpoint`` if it exists.
-        progress: Show tqdm progress bars.
+        progress: Show tqdm progress bars (loss and accuracy refreshed every ``log_every`` steps).
         max_steps_per_epoch: Stop each epoch early (for quick demos and tests).
         compile: Wrap the model in ``torch.compile`` for the training steps (pays a
             one-off compile time; worth it on GPUs for long runs).
         cudnn_benchmark: On CUDA, let cuDNN pick the fastest kernels for our fixed
-            input shapes (turn off for bit-exact reproducibility).
+            input shapes. ``None`` (default): on, unless determinism was asked for
+            (``seed_everything(seed, deterministic=True)``); then it stays off, even if ``True``.
         image_sizes: Progressive resizing: the input side length of every epoch
             (``len(image_sizes) == epochs``), e.g. ``[48, 64, 64, 96]``. Batches whose
             size differs are resized on ``device`` (bicubic, antialiased) before the
             forward pass. ``None`` trains at the loader's size.
+        log_every: Steps between the host's reads of the running loss and accuracy (the
+            progress bar and the divergence check); the only other read is at the epoch's end.
 
     Raises:
-        ValueError: ``image_sizes`` does not give one positive size per epoch, or the
-            optimizer holds no trainable parameters.
+        ValueError: ``image_sizes`` does not give one positive size per epoch, the
+            optimizer holds no trainable parameters, or a wrapped (DDP) model is not on
+            ``device`` in the chosen memory format.
+        FloatingPointError: the loss became NaN or infinite.
     """
     device = torch.device(device)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
@@ -302,6 +373,10 @@ def fit(
     history, start = History(), 0
     if resume and checkpoint is not None and Path(checkpoint).is_file():
         start, history = load_checkpoint(checkpoint, model, optimizer, scheduler=scheduler, scaler=scaler)
+
+    if log_every < 1:
+        raise ValueError(f"log_every must be at least 1, got {log_every}")
+    transform = _device_transform(train_loader)
 
     for epoch in range(start, epochs):
         _seed_epoch(train_loader, seed, epoch)
@@ -322,7 +397,9 @@ def fit(
             desc=f"epoch {epoch + 1}/{epochs}",
             progress=progress,
             image_size=sizes[epoch],
-        )
+            transform=transform,
+            log_every=log_every,
+        )  # returns after reading the sums from the device, so the time below includes the GPU's work
         if scheduler is not None and not scheduler_per_step:
             scheduler.step()
         _record_epoch(history, stats, optimizer, time.perf_counter() - t0)
@@ -330,7 +407,7 @@ def fit(
             result = evaluate(model, val_loader, device, loss_fn=loss_fn, amp=amp, channels_last=channels_last)
             history.val_loss.append(result.loss)
             history.val_acc.append(result.accuracy)
-        if checkpoint is not None:
+        if checkpoint is not None and _is_main_process():
             save_checkpoint(
                 checkpoint, model, optimizer, epoch=epoch + 1, history=history, scheduler=scheduler, scaler=scaler
             )
@@ -343,13 +420,52 @@ def fit(
 def _prepare_model(
     model: nn.Module, device: torch.device, channels_last: bool, *, compile: bool, cudnn_benchmark: bool
 ) -> nn.Module:
-    """Move the model to the device (and memory format); return what the training steps call."""
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    """Move the model to the device (and memory format); return what the training steps call.
+
+    A wrapped model (``DistributedDataParallel``) is only checked, never converted: DDP
+    registers its parameters' layout when it wraps them, so converting afterwards breaks
+    its gradient buckets.
+    """
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        _check_wrapped(unwrap_model(model), device, channels_last)
+    else:
+        model.to(device)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = cudnn_benchmark
+        torch.backends.cudnn.benchmark = cudnn_benchmark_setting(cudnn_benchmark)
     return torch.compile(model) if compile else model
+
+
+def _check_wrapped(module: nn.Module, device: torch.device, channels_last: bool) -> None:
+    fix = (
+        "Fix: model.to(device, memory_format=torch.channels_last) (or without it, and fit(..., channels_last=False)) "
+        "before DistributedDataParallel(model)."
+    )
+    for name, p in module.named_parameters():
+        if p.device.type != device.type or (device.index is not None and p.device.index != device.index):
+            raise ValueError(f"The wrapped model's parameter {name} is on {p.device}, not {device}. {fix}")
+        if channels_last and p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last):
+            raise ValueError(f"The wrapped model's parameter {name} is not channels_last. {fix}")
+
+
+def cudnn_benchmark_setting(requested: bool | None) -> bool:
+    """Whether cuDNN may benchmark kernels: ``requested``, but never when determinism was asked for.
+
+    ``seed_everything(seed, deterministic=True)`` turns on deterministic algorithms and
+    turns cuDNN's benchmarking off; benchmarking picks kernels by timing them, so it
+    would bring run-to-run variation back.
+    """
+    deterministic = torch.are_deterministic_algorithms_enabled() or torch.backends.cudnn.deterministic
+    if not deterministic:
+        return True if requested is None else bool(requested)
+    if requested:
+        warnings.warn(
+            "cudnn_benchmark=True ignored: determinism was asked for (seed_everything(..., deterministic=True)), "
+            "and cuDNN's benchmarking would undo it.",
+            stacklevel=3,
+        )
+    return False
 
 
 def _require_trainable(optimizer: torch.optim.Optimizer) -> None:
@@ -403,6 +519,36 @@ class _EpochStats:
     n: int = 0
 
 
+class _RunningStats:
+    """Loss and accuracy sums kept on the device; :meth:`read` is the only place the host waits for them."""
+
+    def __init__(self, device: torch.device):
+        self.loss_sum = torch.zeros((), device=device, dtype=_sum_dtype(device))
+        self.correct = torch.zeros((), device=device, dtype=torch.int64)
+        self.first_bad_step = torch.full((), -1, device=device, dtype=torch.int64)
+        self.first_bad_loss = torch.zeros((), device=device, dtype=torch.float32)
+        self.n = 0
+
+    def add(self, step: int, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        loss = loss.detach()
+        first = (self.first_bad_step < 0) & ~torch.isfinite(loss)
+        self.first_bad_step = torch.where(first, step, self.first_bad_step)
+        self.first_bad_loss = torch.where(first, loss.float(), self.first_bad_loss)
+        self.loss_sum.add_(loss.to(self.loss_sum.dtype) * len(y))
+        self.correct.add_((logits.argmax(1) == y).sum())
+        self.n += len(y)
+
+    def read(self, where: str) -> _EpochStats:
+        """Copy the sums to the host (one sync); raise if a loss was not finite."""
+        bad_step = int(self.first_bad_step.item())
+        if bad_step >= 0:
+            raise FloatingPointError(
+                f"Loss became {self.first_bad_loss.item()} at {where}, step {bad_step}: the learning "
+                "rate is probably far too high."
+            )
+        return _EpochStats(self.loss_sum.item(), int(self.correct.item()), self.n)
+
+
 def _train_epoch(
     step_model: nn.Module,
     train_loader: DataLoader,
@@ -418,39 +564,41 @@ def _train_epoch(
     desc: str,
     progress: bool,
     image_size: int | None = None,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    log_every: int = LOG_EVERY,
 ) -> _EpochStats:
-    """``steps`` optimizer steps over ``train_loader`` (a per-step ``scheduler`` steps after each)."""
+    """``steps`` optimizer steps over ``train_loader`` (a per-step ``scheduler`` steps after each).
+
+    Nothing here waits for the device but the reads every ``log_every`` steps and at the end.
+    """
     from tqdm.auto import tqdm
 
-    stats = _EpochStats()
+    running = _RunningStats(device)
+    where = desc.split("/")[0]
     bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
     try:
         for step, (x, y) in enumerate(train_loader):
             if step >= steps:
                 break
-            x = resize_batch(to_device(x, device), image_size)
+            x = resize_batch(to_device(x, device, transform=transform), image_size)
             if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=device.type == "cuda")
             with precision.autocast():
                 logits = step_model(x)
                 loss = loss_fn(logits.float(), y)
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(
-                    f"Loss became {loss.item()} at {desc.split('/')[0]}, step {step}: the learning "
-                    "rate is probably far too high."
-                )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             if scheduler is not None:
                 scheduler.step()
-            stats.loss_sum += loss.item() * len(y)
-            stats.correct += int((logits.argmax(1) == y).sum())
-            stats.n += len(y)
+            running.add(step, loss, logits, y)
             bar.update(1)
-            bar.set_postfix(loss=f"{stats.loss_sum / stats.n:.3f}", acc=f"{stats.correct / stats.n:.3f}")
+            if (step + 1) % log_every == 0:
+                seen = running.read(where)
+                bar.set_postfix(loss=f"{seen.loss_sum / seen.n:.3f}", acc=f"{seen.correct / seen.n:.3f}")
+        stats = running.read(where)
     finally:
         bar.close()
     return stats

@@ -4,7 +4,7 @@
  * The cell is found by its check call (`check("freeze_backbone", model)`), not by position; the stub
  * is the last cell above it that raises NotImplementedError. The answer is generic by-hand freezing
  * (every parameter but the classifier's stops requiring gradients), typed in place of the stub's two
- * lines, after a `hint("freeze_by_hand")` call whose first step must render. The notebook:
+ * lines, after a `hint("freeze_backbone")` call whose first step must render. The notebook:
  * E2E_HINT_EXERCISE, default exercises/03_freezing_exercises.ipynb.
  *
  * Start it with `make e2e E2E_ARGS="tests/5-hint-and-check.spec.ts"` (e2e/run.sh starts JupyterLab).
@@ -16,9 +16,9 @@ import { cellSource, readNb } from '../lib/select';
 test.use(LAB_OPTIONS);
 
 const NOTEBOOK = process.env.E2E_HINT_EXERCISE || 'exercises/03_freezing_exercises.ipynb';
-const CHECK = 'freeze_backbone';
-/** The hint id of that exercise (its `# EXERCISE:` line in solutions/03). */
-const EXERCISE = 'freeze_by_hand';
+/** The exercise's one id: its `check(...)`, its `hint(...)` and its `# EXERCISE:` line in solutions/03. */
+const EXERCISE = 'freeze_backbone';
+const CHECK = EXERCISE;
 const ANSWER = [
   'from tl_helpers.checks import hint',
   '',

@@ -1,4 +1,7 @@
-"""The checks' machinery: results, the registry, ``check()``/``run_check()`` and helpers shared by topics.
+"""The checks' machinery: results, the registry of check functions, ``run_check()`` and helpers shared by topics.
+
+A check function (:data:`CHECKS`) tests one kind of answer; an exercise (:mod:`.registry`) is what a learner
+meets, under one id, and runs one check function (several exercises may share one).
 
 Checks test *behaviour*, not one exact answer: they look at what the learner's objects do (which
 parameters require gradients, whether BatchNorm statistics move in train mode, what a model outputs
@@ -24,7 +27,6 @@ __all__ = [
     "CheckResult",
     "accuracy_on",
     "batchnorms",
-    "check",
     "fail",
     "files_of",
     "fmt",
@@ -83,9 +85,16 @@ def fail(message: str) -> CheckResult:
 
 
 def run_check(id: str, *objects: Any) -> CheckResult:
-    """Run one check and return its result (a crash inside the check is a failed result, not an exception)."""
+    """Run one check function and return its result, printing nothing (the grader's and the tests' entry).
+
+    ``id`` names a check function (:data:`CHECKS`); learners call :func:`tl_helpers.checks.check` with an
+    exercise id instead. A crash inside the check is a failed result, not an exception.
+
+    Raises:
+        KeyError: ``id`` is not a registered check function.
+    """
     if id not in CHECKS:
-        raise KeyError(f"Unknown check {id!r}. Known checks: {', '.join(sorted(CHECKS))}")
+        raise KeyError(f"Unknown check function {id!r}. Check functions: {', '.join(sorted(CHECKS))}")
     try:
         result = CHECKS[id].function(*objects)
     except NotImplementedError:
@@ -97,19 +106,6 @@ def run_check(id: str, *objects: Any) -> CheckResult:
         return fail(f"The check could not use your objects: {type(exc).__name__}: {exc}")
     if not isinstance(result, CheckResult):  # pragma: no cover - our own bug
         return fail(f"internal error in check {id!r}")
-    return result
-
-
-def check(id: str, *objects: Any) -> CheckResult:
-    """Check an exercise and print ✅ or ❌ with a specific hint. Never raises on a wrong answer.
-
-    Raises:
-        KeyError: ``id`` is not a known check (a typo in the notebook).
-    """
-    result = run_check(id, *objects)
-    points = CHECKS[id].points
-    mark = "✅" if result.passed else "❌"
-    print(f"{mark} {id} ({points if result.passed else 0}/{points} points): {result.feedback}")
     return result
 
 

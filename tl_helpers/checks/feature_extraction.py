@@ -18,7 +18,7 @@ from tl_helpers.checks.core import (
     reference_extractor,
     register,
 )
-from tl_helpers.checks.hints import register_hints
+from tl_helpers.checks.registry import exercise
 
 __all__ = ["fitted_rows"]
 
@@ -291,7 +291,7 @@ def _check_probe_selection(
     )
 
 
-register_hints(
+exercise(
     "feature_extractor",
     "A feature extractor is the pretrained network minus its ImageNet classifier: it should return one "
     "pooled vector per image, computed with BatchNorm's stored statistics.",
@@ -300,7 +300,7 @@ register_hints(
     "extractor = models.load_backbone(...); remove the head with extractor.reset_classifier(<no classes>) "
     "(or put nn.Identity() where the classifier was); then extractor.eval().",
 )
-register_hints(
+exercise(
     "extract_loop",
     "Run every batch of the loader through the frozen extractor in inference mode, keep the features and "
     "the labels of each batch together, and join them at the end.",
@@ -309,7 +309,7 @@ register_hints(
     "feats, labels = [], []; switch to eval; under no_grad: for X, y in loader: feats.append(extractor(X)); "
     "labels.append(y); return torch.cat(...), torch.cat(...).",
 )
-register_hints(
+exercise(
     "probe_selection",
     "Regularisation is a choice, and choices are made on validation data: the test set is looked at once, "
     "at the end, and never used for fitting.",

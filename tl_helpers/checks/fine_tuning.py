@@ -28,7 +28,7 @@ from tl_helpers.checks.core import (
     optimizer_vs_trainable,
     register,
 )
-from tl_helpers.checks.hints import register_hints
+from tl_helpers.checks.registry import exercise
 
 __all__ = ["ADAMW_LR_RANGE", "SGD_LR_RANGE", "TinyClassifier", "curve_problem", "read_curve", "tiny_batches"]
 
@@ -218,7 +218,7 @@ def _check_train_step(train_step: Any, device: Any = None) -> CheckResult:
     return ok("train mode, gradients zeroed, forward, loss, backward, step; frozen weights untouched.")
 
 
-register_hints(
+exercise(
     "train_step",
     "One step of gradient descent on one batch: the model in train mode, the old gradients cleared, the loss of "
     "this batch computed, its gradients computed, then the optimizer moves the weights once. Return the loss.",
@@ -335,7 +335,7 @@ def _check_lr_range_test(lr_range_test: Any, device: Any = None) -> CheckResult:
     )
 
 
-register_hints(
+exercise(
     "lr_range_test",
     "Train for a few dozen steps with a learning rate that starts tiny and is multiplied by the same factor "
     "every step; record (lr, loss) at each step and stop as soon as the loss blows up.",
@@ -418,7 +418,7 @@ def _check_range_test_lr(chosen_lr: Any, lrs: Any, losses: Any) -> CheckResult:
     return ok(f"lr {fmt(lr)} read from {where}: below the minimum, where the loss falls.")
 
 
-register_hints(
+exercise(
     "range_test_lr",
     "Read your own plot: the loss is flat while the steps are too small, falls, reaches a minimum, then explodes. "
     "A good fine-tuning rate lies well below the minimum, where the loss is still falling steadily.",
@@ -521,7 +521,7 @@ def _check_two_phase(two_phase: Any, device: Any = None) -> CheckResult:
     )
 
 
-register_hints(
+exercise(
     "two_phase",
     "Phase 1: freeze the whole backbone, train only the new head (its random weights would otherwise send large "
     "gradients into the pretrained layers). Phase 2: unfreeze everything and train it all at a low learning rate.",
@@ -587,7 +587,18 @@ def _check_discriminative_lr(optimizer: Any, model: Any) -> CheckResult:
     return ok(f"Head lr {fmt(min(head_lrs))}, backbone lr up to {fmt(max(back_lrs))}.")
 
 
-register_hints(
+exercise(
+    "fine_tune_lr",
+    "Fine-tuning moves the pretrained backbone too, so its learning rate must be small enough to keep what "
+    "it learned and large enough to change it at all; training the new head alone is not fine-tuning.",
+    "ADAMW_LR_RANGE (tl_helpers.checks.fine_tuning) holds the backbone rates notebook 05's sweep kept; your "
+    "chosen_lr comes from your range test; optimizer.param_groups shows each group's 'lr' and 'params'.",
+    "phase2_lr = min(chosen_lr, ADAMW_LR_RANGE[1])  # never above the measured top\n"
+    "head_optimizer, optimizer = two_phase(model, train_loader, 1e-3, phase2_lr, ...)\n"
+    "print([g['lr'] for g in optimizer.param_groups])  # each inside ADAMW_LR_RANGE",
+)
+
+exercise(
     "discriminative_lr",
     "One optimizer, two parameter groups: the new head with a larger learning rate, every other parameter with "
     "a smaller one; each parameter in exactly one group.",
@@ -597,7 +608,7 @@ register_hints(
     "if id(p) not in head_ids]\noptimizer_groups = torch.optim.AdamW([{'params': backbone, 'lr': ...}, {...}])",
 )
 
-register_hints(
+exercise(
     "fine_tuned_accuracy",
     "Accuracy is the fraction of test images whose predicted class (the largest logit) is the true label, "
     "measured with the model in eval mode and without gradients.",
@@ -605,4 +616,5 @@ register_hints(
     "model.eval(), torch.no_grad(), logits.argmax(1) == y.",
     "model.eval()\ncorrect = 0\nwith torch.no_grad():\n    for x, y in test_loader:\n        correct += ...  # "
     "predictions equal to y\ntest_acc = correct / len(test_small)",
+    check="accuracy",
 )

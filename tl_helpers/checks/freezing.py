@@ -24,7 +24,7 @@ from tl_helpers.checks.core import (
     probe_images,
     register,
 )
-from tl_helpers.checks.hints import register_hints
+from tl_helpers.checks.registry import exercise
 
 __all__ = ["learner_hooks", "return_line", "run_learner_forward"]
 
@@ -288,8 +288,8 @@ def _check_optimizer_params(optimizer: Any, model: Any) -> CheckResult:
 
 # ----------------------------------------------------------------------------- hints (exercises of 03)
 
-register_hints(
-    "freeze_by_hand",
+exercise(
+    "freeze_backbone",
     "Every parameter of the backbone must stop learning, and the head's must keep learning. A "
     "parameter learns when it has requires_grad=True.",
     "model.parameters() / model.named_parameters() give every parameter; model.get_classifier() "
@@ -297,8 +297,8 @@ register_hints(
     "for p in model.parameters():\n    p.requires_grad = ...\nfor p in <the head>.parameters():\n"
     "    p.requires_grad = ...",
 )
-register_hints(
-    "bn_eval_mode",
+exercise(
+    "bn_frozen",
     "BatchNorm layers update running_mean/running_var whenever they run in train mode, whatever "
     "requires_grad says, and fit() calls model.train() every epoch. The frozen BN layers must stay "
     "in eval mode even after that (or stop updating).",
@@ -307,14 +307,14 @@ register_hints(
     "def keep_eval(module, inputs):\n    ...  # switch *this* module to eval mode; return nothing\n"
     "for m in model.modules():\n    if isinstance(m, nn.BatchNorm2d):\n        m.register_forward_pre_hook(...)",
 )
-register_hints(
-    "count_trainable",
+exercise(
+    "trainable_count",
     "Count numbers (elements), not tensors, and only those that will train.",
     "p.numel() is the number of elements of a tensor; p.requires_grad says whether it trains.",
     "n_trainable = sum(... for p in model.parameters() if ...)",
 )
-register_hints(
-    "optimizer_trainable",
+exercise(
+    "optimizer_params",
     "The optimizer should receive exactly the parameters that train: not the frozen ones, and none "
     "left out. Give it a list, not a generator that something else may already have used up.",
     "torch.optim.AdamW(params, lr=lr) takes any list of tensors; p.requires_grad tells which ones train.",

@@ -18,7 +18,7 @@ from tl_helpers.checks.core import (
     probe_images,
     register,
 )
-from tl_helpers.checks.hints import register_hints
+from tl_helpers.checks.registry import exercise
 from tl_helpers.checks.splits import check_split_leakage
 
 __all__ = ["PROBE_BATCH", "accuracy_floor"]
@@ -279,23 +279,24 @@ def _check_accuracy(acc: Any, model: Any, train_data: Any, test_data: Any) -> Ch
 
 # ----------------------------------------------------------------------------- hints (exercises of 04)
 
-register_hints(
-    "head_efficientnet",
+exercise(
+    "replace_head",
     "The last layer maps the backbone's features to 1000 ImageNet classes. Put a fresh layer in its "
     "place with one output per EuroSAT class, taking as many inputs as the old layer did.",
     "print(model) shows the head's attribute name at the end (EfficientNet: classifier); an nn.Linear "
     "knows its sizes as .in_features and .out_features. Changing .out_features does not resize a layer.",
     "old = model.<head attribute>\nmodel.<head attribute> = nn.Linear(old.<number of inputs>, <number of classes>)",
 )
-register_hints(
-    "head_resnet",
+exercise(
+    "replace_head_resnet",
     "Same job, another architecture: its head has another name and another number of input features.",
     "print(resnet) ends with its head; read its size from the layer itself instead of copying a "
     "number from EfficientNet.",
     "resnet.<head attribute> = nn.Linear(resnet.<head attribute>.<number of inputs>, ...)",
+    check="replace_head",
 )
-register_hints(
-    "evaluate_loop",
+exercise(
+    "evaluate_mode",
     "Accuracy = correct predictions / number of samples, over the whole loader, with Dropout off and "
     "BatchNorm using its stored statistics, and without building a graph for gradients.",
     "model.eval() switches Dropout/BatchNorm to evaluation; `with torch.no_grad():` turns autograd "

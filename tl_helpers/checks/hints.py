@@ -1,6 +1,8 @@
 """Hints on request, step by step: ``hint("freeze_backbone")`` gives the idea, then where to look, then code.
 
-Each exercise registers exactly three steps next to its checks (in its topic module):
+Each exercise declares exactly three steps next to its checks, in its topic module
+(:func:`tl_helpers.checks.registry.exercise`), under its one id: the id of its ``check(...)``, its
+``# EXERCISE:`` line and its gradebook column:
 
 1. the idea: what has to be true when the task is done;
 2. where to look: the attribute, method or API that gets you there (no solution code);
@@ -13,9 +15,11 @@ shown again. :func:`hints_used` returns the counts, which the grader records in 
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["HINTS", "Hint", "hint", "hints_used", "register_hints", "reset_hints"]
+__all__ = ["HINTS", "Hint", "hint", "hints_used", "register_hints", "reset_hints", "unknown_id"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ _LABELS = ("the idea", "where to look", "close to code")
 
 
 def register_hints(exercise: str, idea: str, where: str, code: str) -> Hint:
-    """Register the three hint steps of ``exercise`` (called by the topic modules at import).
+    """Register the three hint steps of ``exercise`` (called by :func:`~tl_helpers.checks.registry.exercise`).
 
     Raises:
         ValueError: a step is empty, or the exercise already has hints.
@@ -51,14 +55,23 @@ def register_hints(exercise: str, idea: str, where: str, code: str) -> Hint:
     return HINTS[exercise]
 
 
+def unknown_id(id: str, known: Iterable[str]) -> KeyError:
+    """The error for an id that names no exercise: the valid ids, the closest matches first."""
+    known = sorted(known)
+    close = difflib.get_close_matches(str(id), known, n=3, cutoff=0.5)
+    ordered = close + [k for k in known if k not in close]
+    guess = f" Did you mean {close[0]!r}?" if close else ""
+    return KeyError(f"Unknown exercise {id!r}.{guess} Exercise ids: {', '.join(ordered)}")
+
+
 def hint(exercise: str) -> str:
     """Print (and return) the next hint step for ``exercise``; the count is kept for the gradebook.
 
     Raises:
-        KeyError: ``exercise`` has no hints (a typo); the message lists the exercises that do.
+        KeyError: ``exercise`` is not an exercise (a typo); the message lists the valid ids, the closest first.
     """
     if exercise not in HINTS:
-        raise KeyError(f"No hints for {exercise!r}. Exercises with hints: {', '.join(sorted(HINTS))}")
+        raise unknown_id(exercise, HINTS)
     used = _USED.get(exercise, 0) + 1
     _USED[exercise] = used
     step = min(used, 3)

@@ -17,7 +17,7 @@ from tl_helpers.checks.core import (
     ok,
     register,
 )
-from tl_helpers.checks.hints import register_hints
+from tl_helpers.checks.registry import exercise
 
 __all__: list[str] = []  # checks register themselves in CHECKS; nothing else is public
 
@@ -250,7 +250,7 @@ def _check_text_fine_tune_lr(optimizer: Any, model: Any) -> CheckResult:
     return ok(f"Every parameter trains, encoder learning rate {fmt(top)}: the usual range for BERT-family models.")
 
 
-register_hints(
+exercise(
     "text_mean_pool",
     "A sentence's vector is the average of its real tokens only: padding positions must add nothing to the "
     "sum and must not be counted in the divisor either.",
@@ -259,7 +259,7 @@ register_hints(
     "mask = attention_mask.<add a last dimension>.to(hidden.dtype)\n"
     "return (hidden * mask).<sum over tokens> / mask.<sum over tokens>  # guard against dividing by 0",
 )
-register_hints(
+exercise(
     "text_embed",
     "Tokenize all sentences as one padded batch, run the encoder without gradients and without dropout, "
     "and pool with your mean_pool, using the same mask the encoder saw.",
@@ -269,7 +269,7 @@ register_hints(
     "encoder.<inference mode>; with torch.no_grad(): hidden = encoder(<the whole batch>).last_hidden_state\n"
     "return mean_pool(hidden, batch[<the mask>])",
 )
-register_hints(
+exercise(
     "text_frozen_encoder",
     "A frozen feature extractor has two properties: no parameter can receive a gradient, and layers that "
     "behave differently in training (dropout) are switched to inference behaviour.",
@@ -277,7 +277,7 @@ register_hints(
     "with .train() / .eval().",
     "for p in encoder.<its parameters>:\n    p.<flag> = False\nencoder.<inference mode>()",
 )
-register_hints(
+exercise(
     "text_probe",
     "Fit the probe on the training sentences' embeddings only; the test embeddings are used once, to score "
     "it. Keep in X_fit / y_fit exactly what the classifier saw.",
@@ -287,7 +287,7 @@ register_hints(
     "X_test, y_test = embed_sentences(<test texts>), <test labels>\n"
     "clf = LogisticRegression(max_iter=...).fit(...); test_acc = clf.score(<test>)",
 )
-register_hints(
+exercise(
     "text_fine_tune_lr",
     "Fine-tuning trains the whole pretrained encoder and the new head together, with steps small enough "
     "not to wreck what pretraining learned.",

@@ -4,7 +4,8 @@ training budget and graded on private images, and the learner's own error analys
 The recipe check scores the learner's model on EuroSAT images *outside* the quick-check split
 (:func:`tl_helpers.data.load_eurosat_heldout`), which the notebook never loads: tuning on the public
 test set, or training on it, gains nothing there. Its thresholds come from measured baselines (see
-:data:`BASELINES`).
+:data:`BASELINES`). When the grader is given the instructor's own images (``grade --private-data``,
+:mod:`tl_helpers.private_data`), it scores on those instead (:func:`graded_heldout`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from tl_helpers.checks.core import CheckResult, fail, learner_error, ok, preprocessing_of, register
-from tl_helpers.checks.hints import register_hints
+from tl_helpers.checks.registry import exercise
 from tl_helpers.data import BatchTransform, ImageTensors
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "MAX_TRAIN_PER_CLASS",
     "PASS_ACCURACY",
     "confusion_of",
+    "graded_heldout",
     "image_passes",
     "predictions_of",
 ]
@@ -171,6 +173,17 @@ def _check_balanced_split(balanced_subset: Any) -> CheckResult:
 # ----------------------------------------------------------------------------- the recipe, graded privately
 
 
+def graded_heldout() -> ImageTensors:
+    """The images ``recipe_outcome`` scores on: the instructor's (``TL_PRIVATE_DATA``), else the built-in ones."""
+    from tl_helpers.data import load_eurosat_heldout
+    from tl_helpers.private_data import active_private_data
+
+    private = active_private_data()
+    if private is not None and private.eurosat is not None:
+        return private.eurosat
+    return load_eurosat_heldout(HELDOUT_PER_CLASS)
+
+
 def _recipe_problem(recipe: Any) -> str | None:
     if not isinstance(recipe, Mapping):
         return (
@@ -194,7 +207,7 @@ def _epochs_of(history: Any, recipe: Mapping[str, Any]) -> int:
 
 @register("recipe_outcome", 4, "a recipe within the training budget, scored on private held-out images")
 def _check_recipe_outcome(model: Any, recipe: Any, history: Any, train_data: Any) -> CheckResult:
-    from tl_helpers.data import load_eurosat, load_eurosat_heldout
+    from tl_helpers.data import load_eurosat
 
     problem = _recipe_problem(recipe)
     if problem:
@@ -223,7 +236,7 @@ def _check_recipe_outcome(model: Any, recipe: Any, history: Any, train_data: Any
             f"Trained past the budget: {epochs} epochs x {len(train_data)} images at {size} px = {cost:,.0f} image "
             f"passes, the budget is {BUDGET_IMAGE_PASSES:,} (fewer epochs, fewer images or smaller images)."
         )
-    held = load_eurosat_heldout(HELDOUT_PER_CLASS)
+    held = graded_heldout()
     acc = float((predictions_of(model, held, size) == held.labels).float().mean())
     baselines = ", ".join(f"{k} {v:.0%}" for k, v in BASELINES.items())
     if acc < PASS_ACCURACY:
@@ -303,7 +316,7 @@ def _check_confused_pair(pair: Any, model: Any, test_data: Any, recipe: Any = No
     )
 
 
-register_hints(
+exercise(
     "balanced_split",
     "For every class separately, draw n of its images at random (without repeats), with a generator "
     "seeded by `seed`, and keep images, labels and file names together.",
@@ -316,7 +329,7 @@ register_hints(
     "    chosen += list(rng.choice(where, size=n, replace=False))\n"
     "return split.subset(...)",
 )
-register_hints(
+exercise(
     "recipe_outcome",
     "Pick the strategy that gets the most out of a small budget: the images are similar to ImageNet's in "
     "spirit, the training set is tiny. Compare candidates on the validation split, never on the test split.",
@@ -327,7 +340,7 @@ register_hints(
     "optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=recipe['lr'])\n"
     "history = fit(model, train_loader, val_loader, optimizer, epochs=recipe['epochs'], device=device)",
 )
-register_hints(
+exercise(
     "confused_pair",
     "Count, for every true class, which class your model predicts for its test images; the largest count "
     "off the diagonal is the pair it confuses most, written (true class, predicted class).",
@@ -340,11 +353,12 @@ register_hints(
 )
 
 
-register_hints(
+exercise(
     "honest_accuracy",
     "The number to report is the trained model's accuracy on the test images, measured with the model in "
     "inference mode (BatchNorm's stored statistics, no dropout), as a fraction.",
     "test_loader holds test_small, normalised like the training data; train.evaluate(model, loader, device) "
     "switches to eval mode and returns a result with an .accuracy, or write the loop of exercise 04.",
     "test_acc = <evaluate the model on test_loader>.<its accuracy>",
+    check="accuracy",
 )

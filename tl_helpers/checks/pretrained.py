@@ -20,7 +20,7 @@ from tl_helpers.checks.core import (
     preprocessing_of,
     register,
 )
-from tl_helpers.checks.hints import register_hints
+from tl_helpers.checks.registry import exercise
 
 __all__ = ["EARLY_LATE_GAP", "imagenet_model", "reference_photos", "reference_probe_scores"]
 
@@ -246,7 +246,7 @@ def _check_better_layer(probe_scores: Any, better_layer: Any) -> CheckResult:
     )
 
 
-register_hints(
+exercise(
     "preprocess",
     "The network expects exactly what it saw in training: a fixed size, values in [0, 1], then each "
     "channel shifted by its mean and divided by its std.",
@@ -254,8 +254,9 @@ register_hints(
     "resizes a float batch; view(1, 3, 1, 1) lets a per-channel tensor broadcast over N x 3 x H x W.",
     "x = images.float() / 255, then F.interpolate(x, size=(size, size), mode=..., antialias=True), then "
     "(x - mean) / std with mean and std shaped 1 x 3 x 1 x 1.",
+    check="normalisation",
 )
-register_hints(
+exercise(
     "imagenet_topk",
     "Prediction is inference: BatchNorm must use its stored statistics and no gradients are needed; the "
     "1000 outputs are logits, which only become probabilities after a softmax over the classes.",
@@ -264,7 +265,7 @@ register_hints(
     "Inside the function: put the model in eval mode; under no_grad, run it on preprocess(images); "
     "probs = logits.softmax(dim=<the class dimension>); return probs.topk(k, dim=<the same>).",
 )
-register_hints(
+exercise(
     "better_layer",
     "Measure, don't guess: pool each layer's feature map into one vector per image, fit a linear "
     "classifier on training images, and compare the layers by accuracy on validation images.",

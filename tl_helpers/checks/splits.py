@@ -14,7 +14,7 @@ from tl_helpers.checks.core import (
     preprocessing_of,
     register,
 )
-from tl_helpers.checks.hints import register_hints
+from tl_helpers.checks.registry import exercise
 
 __all__ = ["check_split_leakage"]
 
@@ -87,7 +87,7 @@ def check_split_leakage(train_data: Any, test_data: Any) -> CheckResult:
     return ok(f"{len(train)} training and {len(test)} test images, no overlap.")
 
 
-register_hints(
+exercise(
     "normalisation",
     "The pretrained weights expect pixels scaled to [0, 1], then each colour channel shifted by a mean "
     "and divided by a std: the numbers the weights were trained with, not numbers from another tutorial.",
@@ -96,7 +96,7 @@ register_hints(
     "mean = torch.tensor(pre.mean).view(1, 3, 1, 1); std likewise; return (images.float() / <max pixel "
     "value> - mean) / std.",
 )
-register_hints(
+exercise(
     "split_leakage",
     "A test image must never be seen during training: take the training and test images from different "
     "splits, and the same number of images from every class.",

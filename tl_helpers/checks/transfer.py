@@ -3,7 +3,8 @@ and nearest-class-mean few-shot classification written by hand.
 
 The digits check scores the learner's predictor on the 797 scikit-learn digits that
 :func:`tl_helpers.data.load_digits_public` never returns; its threshold comes from measured baselines
-(see :data:`DIGITS_BASELINES`).
+(see :data:`DIGITS_BASELINES`). When the grader is given the instructor's own digits (``grade --private-data``,
+:mod:`tl_helpers.private_data`), it scores on those instead (:func:`graded_digits`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import numpy as np
 import torch
 
 from tl_helpers.checks.core import CheckResult, fail, learner_error, ok, register
-from tl_helpers.checks.hints import register_hints
+from tl_helpers.checks.registry import exercise
 
-__all__ = ["DIGITS_BASELINES", "DIGITS_PASS_ACCURACY", "private_digits"]
+__all__ = ["DIGITS_BASELINES", "DIGITS_PASS_ACCURACY", "graded_digits", "private_digits"]
 
 DIGITS_BASELINES: dict[str, float] = {
     "raw pixels + logistic regression": 0.970,
@@ -43,11 +44,22 @@ def private_digits() -> tuple[np.ndarray, np.ndarray]:
     return (digits.images[rest] / 16.0).astype(np.float32), digits.target[rest].astype(np.int64)
 
 
+def graded_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The digits ``digits_strategy`` scores on: the instructor's (``TL_PRIVATE_DATA``), else :func:`private_digits`."""
+    from tl_helpers.private_data import active_private_data
+
+    private = active_private_data()
+    if private is not None and private.digits is not None:
+        X, y = private.digits
+        return X.copy(), y.copy()
+    return private_digits()
+
+
 @register("digits_strategy", 4, "a strategy for a distant domain, scored on private digits")
 def _check_digits_strategy(predict_digits: Any) -> CheckResult:
     if not callable(predict_digits):
         return fail("Pass your function predict_digits(images) (N x 8 x 8 in [0, 1] -> N labels), not its result.")
-    X, y = private_digits()
+    X, y = graded_digits()
     given = X.copy()
     try:
         out = predict_digits(given)
@@ -138,7 +150,7 @@ def _check_few_shot_ncm(nearest_class_mean: Any) -> CheckResult:
     )
 
 
-register_hints(
+exercise(
     "digits_strategy",
     "These 8x8 grey digits are far from ImageNet's photos: pretrained features may help less than you think. "
     "Split the public digits into a fitting and a validation part and compare at least one no-transfer "
@@ -150,7 +162,7 @@ register_hints(
     "    X = ...  # the same representation you fitted on\n"
     "    return chosen_classifier.predict(X)",
 )
-register_hints(
+exercise(
     "few_shot_ncm",
     "Each class is summarised by the average direction of its few support features; a query gets the class "
     "whose average direction is closest in angle.",

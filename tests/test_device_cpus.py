@@ -1,0 +1,171 @@
+"""CPU threads on shared machines: usable CPUs (affinity, cgroup quota), torch's thread pools, the kernel env."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tl_helpers import device, runner
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cgroup_v2(tmp_path: Path, cpu_max: str) -> Path:
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    (root / "cpu.max").write_text(cpu_max + "\n")
+    return root
+
+
+def cgroup_v1(tmp_path: Path, quota: str, period: str = "100000") -> Path:
+    root = tmp_path / "cgroup"
+    (root / "cpu,cpuacct").mkdir(parents=True)
+    (root / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text(quota + "\n")
+    (root / "cpu,cpuacct" / "cpu.cfs_period_us").write_text(period + "\n")
+    return root
+
+
+@pytest.fixture
+def eight_cpus(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)  # the machine's count is not what the process may use
+
+
+def test_cgroup_v2_quota_caps_the_affinity(tmp_path, eight_cpus):
+    root = cgroup_v2(tmp_path, "150000 100000")
+    assert device.cpu_quota(root, proc_cgroup=tmp_path / "none") == pytest.approx(1.5)
+    assert device.available_cpus(root) == 2  # 1.5 CPUs round up
+    (root / "cpu.max").write_text("50000 100000\n")
+    assert device.available_cpus(root) == 1
+    (root / "cpu.max").write_text("400000 100000\n")
+    assert device.available_cpus(root) == 4
+
+
+def test_cgroup_v2_max_means_no_quota(tmp_path, eight_cpus):
+    root = cgroup_v2(tmp_path, "max 100000")
+    assert device.cpu_quota(root, proc_cgroup=tmp_path / "none") is None
+    assert device.available_cpus(root) == 8  # the affinity, not os.cpu_count()
+
+
+def test_cgroup_v1_quota_and_no_quota(tmp_path, eight_cpus):
+    root = cgroup_v1(tmp_path, "200000")
+    assert device.cpu_quota(root, proc_cgroup=tmp_path / "none") == pytest.approx(2.0)
+    assert device.available_cpus(root) == 2
+    (root / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert device.cpu_quota(root, proc_cgroup=tmp_path / "none") is None
+    assert device.available_cpus(root) == 8
+
+
+def test_the_quota_of_the_processs_own_cgroup_counts(tmp_path, eight_cpus):
+    root = cgroup_v2(tmp_path, "max 100000")
+    (root / "user.slice" / "job").mkdir(parents=True)
+    (root / "user.slice" / "cpu.max").write_text("300000 100000\n")
+    (root / "user.slice" / "job" / "cpu.max").write_text("max 100000\n")
+    proc = tmp_path / "cgroup.txt"
+    proc.write_text("0::/user.slice/job\n")
+    assert device.cpu_quota(root, proc_cgroup=proc) == pytest.approx(3.0)  # the parent's quota holds
+
+
+def test_without_affinity_or_cgroups_it_falls_back_to_the_cpu_count(tmp_path, monkeypatch):
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS, Windows
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert device.available_cpus(tmp_path / "no-cgroups") == 6
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert device.available_cpus(tmp_path / "no-cgroups") == 1
+
+
+def test_available_cpus_here_never_exceeds_the_affinity():
+    n = device.available_cpus()
+    assert 1 <= n <= len(os.sched_getaffinity(0))
+
+
+@pytest.fixture
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_configure_cpu_threads_sets_torch_and_respects_omp_num_threads(monkeypatch, restore_threads):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert device.configure_cpu_threads(1) == 1 and torch.get_num_threads() == 1
+    monkeypatch.setattr(device, "available_cpus", lambda cgroup_root=None: 3)
+    assert device.configure_cpu_threads() == 3 and torch.get_num_threads() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # e.g. the grader sharing CPUs between kernels
+    assert device.configure_cpu_threads() == 2 and torch.get_num_threads() == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "16")  # never more than the CPUs we may use
+    assert device.configure_cpu_threads() == 3
+    assert torch.get_num_interop_threads() >= 1
+
+
+def test_seed_everything_and_get_device_configure_threads_once_per_process(monkeypatch):
+    calls = []
+    monkeypatch.setattr(device, "configure_cpu_threads", lambda n=None: calls.append(n) or 1)
+    monkeypatch.setattr(device, "_cpu_threads_configured", False)
+    device.seed_everything(0)
+    device.get_device("cpu")
+    device.seed_everything(1)
+    assert calls == [None]
+
+
+def test_kernel_env_adds_passive_waiting_without_overriding_the_caller():
+    assert runner.KERNEL_ENV == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert runner.kernel_env({"PATH": "/bin"}) == {"PATH": "/bin", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert runner.kernel_env({"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_this_test_run_has_the_kernel_env():
+    """The root conftest sets it before torch loads, so nbval's kernels inherit it."""
+    for name in runner.KERNEL_ENV:
+        assert os.environ.get(name), name  # setdefault: a value the caller exported wins
+
+
+def test_libgomp_reads_the_kernel_env_and_stops_spinning():
+    code = "import torch; torch.ones(64, 64).sum()"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
+    outputs = {}
+    for label, env in (("kernel", runner.kernel_env(base)), ("default", base)):
+        r = subprocess.run(
+            [sys.executable, "-c", code], env={**env, "OMP_DISPLAY_ENV": "VERBOSE"}, capture_output=True, text=True
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+        outputs[label] = dict(re.findall(r"^\s*(\w+) = '([^']*)'", r.stderr, flags=re.M))
+    assert outputs["kernel"]["GOMP_SPINCOUNT"] == "0"  # waiting threads sleep at once
+    assert outputs["default"]["GOMP_SPINCOUNT"] != "0"  # what torch does without it: spin
+
+
+def test_makefile_installs_the_kernel_specs_with_the_kernel_env(tmp_path):
+    makefile = (REPO / "Makefile").read_text()
+    [line] = re.findall(r"^KERNEL_ENV := (.*)$", makefile, flags=re.M)
+    pairs = re.findall(r"--env (\S+) (\S+)", line)
+    assert dict(pairs) == runner.KERNEL_ENV
+    installs = [ln for ln in makefile.splitlines() if "ipykernel install" in ln]
+    assert len(installs) == 2 and all("$(KERNEL_ENV)" in ln for ln in installs)
+    assert any("--name tl-course" in ln for ln in installs) and any("--name" not in ln for ln in installs)
+    flags = [arg for pair in pairs for arg in ("--env", *pair)]
+    r = subprocess.run(
+        [sys.executable, "-m", "ipykernel", "install", "--prefix", str(tmp_path), "--name", "tl-test", *flags],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    spec = json.loads((tmp_path / "share" / "jupyter" / "kernels" / "tl-test" / "kernel.json").read_text())
+    assert spec["env"] == runner.KERNEL_ENV
+
+
+def test_the_graders_kernels_get_the_kernel_env(tmp_path):
+    import nbformat
+
+    cell = "import os\nseen = {k: os.environ.get(k) for k in ('OMP_WAIT_POLICY', 'TL_PRIVATE_DATA')}"
+    path = tmp_path / "env.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)]), path)
+    extra = "import json\nprint('M:' + json.dumps(seen))"
+    run = runner.run_isolated(path, extra, "M:", cell_timeout=60, total_timeout=120, env={"TL_PRIVATE_DATA": ""})
+    assert run.results == {"OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"], "TL_PRIVATE_DATA": ""}, run
