@@ -20,7 +20,7 @@ PYTEST_ARGS ?=
 # torch's OpenMP threads sleep instead of spinning while they wait, so a kernel sharing its CPUs stays fast.
 KERNEL_ENV := --env OMP_WAIT_POLICY PASSIVE
 
-.PHONY: install lab test test-fast lint format exercises check-exercises bench bench-shared-cpu e2e doctor data clean site site-install site-check
+.PHONY: install lab test test-fast lint format exercises check-exercises bench bench-shared-cpu gpu-check e2e doctor data clean site site-install site-check
 
 install: $(STAMP)
 
@@ -94,6 +94,12 @@ site-check: install
 
 bench: install
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+# The GPU paths on a real GPU (< 8 min): the fast requires_cuda tests with TL_REQUIRE_CUDA=1, notebook 06's
+# capstone recipe and `make bench BENCH_ARGS=--quick`; figures to build/gpu_check.json. Without CUDA it says
+# so in one line and exits 0. GPU_CHECK_ARGS: --out PATH, --data-dir DIR, --skip-tests/-capstone/-bench.
+gpu-check: install
+	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 # One training cell alone vs two at once, with and without the kernel env (run it on an idle machine).
 bench-shared-cpu: install

@@ -7,6 +7,10 @@
 
 Each comparison interleaves its variants (A, B, A, B, ...) and keeps the best
 time of each, so a noisy shared machine distorts ratios far less than absolute times.
+Both sides of a ratio run at the same precision (the device's default: fp32 on the CPU,
+bf16 or fp16 autocast on a GPU) unless precision is what the ratio measures (``amp_speedup``,
+the "bf16 autocast" path), and every model and batch is on the device being measured.
+On a GPU every timer waits for the device first (``device.synchronize``).
 """
 
 from __future__ import annotations
@@ -41,59 +45,96 @@ def best_of(fns: dict[str, Callable[[], float]], repeats: int = 3) -> dict[str, 
     return best
 
 
-def bare_loop(model, loader, opt, steps, device, channels_last=True):
-    """The hand-written loop fit() is compared with."""
+def default_precision(device: torch.device) -> dev.Precision:
+    """What fit(amp="auto") runs at on ``device``: every loop it is compared with runs at the same."""
+    return dev.choose_precision(device, "auto")
+
+
+def precision_name(precision: dev.Precision) -> str:
+    return {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[precision.dtype]
+
+
+def train_loader(train_data, device, batch_size=64, **kw):
+    """A training loader as fit() gets it on ``device``: on a GPU, uint8 batches converted there."""
+    return data.make_loader(
+        train_data, batch_size=batch_size, train=True, device=device, on_device=device.type == "cuda", **kw
+    )
+
+
+def bare_loop(model, loader, opt, steps, device, channels_last=True, precision=None):
+    """The hand-written loop fit() is compared with: model and batches on ``device``, at ``precision``.
+
+    ``precision`` defaults to fit's (:func:`default_precision`), so a ratio of the two compares the
+    same arithmetic. The timer starts and stops with the device idle.
+    """
+    precision = default_precision(device) if precision is None else precision
+    scaler = precision.grad_scaler()
+    transform = data.device_transform(loader)
     loss_fn = nn.CrossEntropyLoss()
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     model.train()
     it = iter(loader)
+    dev.synchronize(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         x, y = next(it)
-        x = x.to(device, memory_format=torch.channels_last) if channels_last else x.to(device)
-        loss = loss_fn(model(x), y.to(device))
+        x = dev.to_device(x, device, channels_last=channels_last, transform=transform)
+        with precision.autocast():
+            loss = loss_fn(model(x).float(), y.to(device, non_blocking=True))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    dev.synchronize(device)
     return time.perf_counter() - t0
 
 
-def fresh_model(channels_last=True):
+def fresh_model(device, channels_last=True):
+    """EfficientNet-Lite0 with a 10-class head, seeded, on ``device`` (channels_last unless told)."""
     torch.manual_seed(0)
     m = models.load_backbone("efficientnet_lite0", num_classes=10)
-    return m.to(memory_format=torch.channels_last) if channels_last else m
+    return m.to(device, memory_format=torch.channels_last) if channels_last else m.to(device)
 
 
 def bench_fit_over_bare(train_data, device, steps=30):
-    loader = data.make_loader(train_data, batch_size=64, train=True)
+    loader = train_loader(train_data, device)
 
     def run_fit():
-        m = fresh_model()
+        m = fresh_model(device)
         opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
-        h = train.fit(m, loader, None, opt, epochs=1, device=device, progress=False, max_steps_per_epoch=steps)
+        h = train.fit(
+            m, loader, None, opt, epochs=1, device=device, amp="auto", progress=False, max_steps_per_epoch=steps
+        )
         return h.epoch_time[0]
 
     def run_bare():
-        m = fresh_model()
+        m = fresh_model(device)
         opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
-        return bare_loop(m, loader, opt, steps, device)
+        return bare_loop(m, loader, opt, steps, device, precision=default_precision(device))
 
     t = best_of({"fit": run_fit, "bare": run_bare}, repeats=5)
     return t["bare"] / t["fit"], t
 
 
 def bench_train_paths(train_data, device, steps=12, compile_too=True):
-    """Training images/s of each candidate path over the eager fp32 channels_last loop (interleaved, best of 5).
+    """Training images/s of each candidate path over the eager channels_last loop (interleaved, best of 5).
 
-    Returns ``(ratios, compile_s)``: ``ratios["fit default"]`` (same work as the loop) is
-    ``fit_path_speedup``; the adopted recipe's ratio over it is ``train_speedup``; the
-    others are what was tried. ``torch.compile``'s one-off compile time is returned
-    apart, to be counted against a one-minute run.
+    The loop runs at fit's default precision (fp32 on the CPU, where its key is "eager fp32
+    channels_last"; bf16/fp16 autocast on a GPU). Returns ``(ratios, compile_s, amp_speedup)``:
+    ``ratios["fit default"]`` (same work, same precision as the loop) is ``fit_path_speedup``;
+    the adopted recipe's ratio over it is ``train_speedup``; the others are what was tried.
+    ``torch.compile``'s one-off compile time is returned apart, to be counted against a
+    one-minute run. ``amp_speedup`` is fit with the device's autocast (bf16 on the CPU) over
+    fit in fp32, both through fit: the one ratio whose two sides differ in precision on purpose.
     """
-    loaders = {bs: data.make_loader(train_data, batch_size=bs, train=True) for bs in (64, 128)}
+    loaders = {bs: train_loader(train_data, device, batch_size=bs) for bs in (64, 128)}
+    baseline = f"eager {precision_name(default_precision(device))} channels_last"
 
     def per_image(fn, bs=64):
         def run():
-            m = fresh_model()
+            m = fresh_model(device)
             opt = fn(m)
             bare_loop(m, loaders[bs], opt, 2, device)  # warm-up
             return bare_loop(m, loaders[bs], opt, steps, device) / (steps * bs)
@@ -105,7 +146,7 @@ def bench_train_paths(train_data, device, steps=12, compile_too=True):
 
     def two_epochs(amp="auto", compile=False, freeze_up_to=None):
         """``steps`` steps twice through fit(): the first epoch warms up (and compiles), the second is timed."""
-        m = fresh_model()
+        m = fresh_model(device)
         if freeze_up_to is not None:
             models.freeze(m, up_to=freeze_up_to)
         return train.fit(
@@ -131,8 +172,9 @@ def bench_train_paths(train_data, device, steps=12, compile_too=True):
         m.train = lambda mode=True: m  # keep BatchNorm in eval mode through bare_loop's model.train()
         return adamw(m)
 
+    default = default_precision(device)
     paths = {
-        "eager fp32 channels_last": per_image(adamw),
+        baseline: per_image(adamw),
         "fit default": fit_path("auto"),
         "adopted recipe through fit (stem and blocks 0-1 frozen)": fit_path("auto", ADOPTED["freeze_up_to"]),
         "bf16 autocast": fit_path(torch.bfloat16),
@@ -140,16 +182,20 @@ def bench_train_paths(train_data, device, steps=12, compile_too=True):
         "batch 128": per_image(adamw, bs=128),
         "BatchNorm in eval mode": per_image(bn_eval),
     }
+    if default.enabled:  # a GPU: fit's default is autocast, so time fit in fp32 too
+        paths["fit fp32"] = fit_path(False)
     t = best_of(paths, repeats=5)
-    ratios = {k: t["eager fp32 channels_last"] / v for k, v in t.items() if k != "eager fp32 channels_last"}
+    # both through fit: the device's autocast (the default on a GPU, bf16 on the CPU) over fp32
+    amp_speedup = t["fit fp32"] / t["fit default"] if default.enabled else t["fit default"] / t["bf16 autocast"]
+    ratios = {k: t[baseline] / v for k, v in t.items() if k != baseline}
     compile_s = None
     if compile_too:
         # a cold compile, as on a learner's first run: inductor's on-disk cache goes to a fresh folder
         with tempfile.TemporaryDirectory() as cold, _env(TORCHINDUCTOR_CACHE_DIR=cold):
             h = two_epochs(compile=True)
         compile_s = h.epoch_time[0] - h.epoch_time[1]
-        ratios["torch.compile (after compiling)"] = t["eager fp32 channels_last"] / (h.epoch_time[1] / (steps * 64))
-    return ratios, compile_s
+        ratios["torch.compile (after compiling)"] = t[baseline] / (h.epoch_time[1] / (steps * 64))
+    return ratios, compile_s, amp_speedup
 
 
 @contextlib.contextmanager
@@ -172,7 +218,7 @@ def bench_data(train_data, root, device, steps=20):
     import torchvision
     from torchvision import transforms as T
 
-    cached = data.make_loader(train_data, batch_size=64, train=True)
+    cached = train_loader(train_data, device)
     folder = torchvision.datasets.ImageFolder(
         str(root), transform=T.Compose([T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)])
     )
@@ -188,29 +234,33 @@ def bench_data(train_data, root, device, steps=20):
         return time.perf_counter() - t0
 
     t = best_of({"cache": lambda: data_time(cached), "jpeg": lambda: data_time(jpeg)})
-    m = fresh_model()
+    m = fresh_model(device)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
     step_total = min(bare_loop(m, cached, opt, steps, device) for _ in range(2))
     return t["cache"] / step_total, t["jpeg"] / t["cache"], t, step_total
 
 
 def bench_channels_last(train_data, device, steps=10):
-    x = data.BatchTransform((0.5,) * 3, (0.5,) * 3, 64).transform(train_data.images[:128])
+    """channels_last over contiguous, feature extraction and training, both at fit's default precision."""
+    x = data.BatchTransform((0.5,) * 3, (0.5,) * 3, 64).transform(train_data.images[:128]).to(device)
+    precision = default_precision(device)
 
     def feats(cl):
-        m = fresh_model(cl).eval()
+        m = fresh_model(device, cl).eval()
         xx = x.contiguous(memory_format=torch.channels_last) if cl else x
-        with torch.no_grad():
+        with torch.no_grad(), precision.autocast():
             m(xx)
+            dev.synchronize(device)
             t0 = time.perf_counter()
             for _ in range(3):
                 m(xx)
+            dev.synchronize(device)
         return time.perf_counter() - t0
 
-    loader = data.make_loader(train_data, batch_size=64, train=True)
+    loader = train_loader(train_data, device)
 
     def trainstep(cl):
-        m = fresh_model(cl)
+        m = fresh_model(device, cl)
         opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
         bare_loop(m, loader, opt, 2, device, channels_last=cl)
         return bare_loop(m, loader, opt, steps, device, channels_last=cl)
@@ -236,24 +286,28 @@ def bench_feature_cache(train_data, device):
 def bench_flops(device):
     from torch.utils.flop_counter import FlopCounterMode
 
-    m = fresh_model().eval()
+    m = fresh_model(torch.device("cpu")).eval()  # counted, not timed: the CPU will do
     out = {}
     for size in (64, 96, 128, 224):
         with FlopCounterMode(display=False) as fc, torch.no_grad():
             m(torch.randn(1, 3, size, size).contiguous(memory_format=torch.channels_last))
         out[size] = fc.get_total_flops()
-    a = torch.randn(1024, 1024)
+    # the matmul peak on the device, in the dtype training runs at there (fp32 on the CPU, bf16/fp16 on a GPU)
+    dtype = default_precision(device).dtype or torch.float32
+    n, reps = (4096, 50) if device.type == "cuda" else (1024, 20)
+    a = torch.randn(n, n, device=device, dtype=dtype)
     torch.mm(a, a)
+    dev.synchronize(device)
     t0 = time.perf_counter()
-    for _ in range(20):
+    for _ in range(reps):
         torch.mm(a, a)
-    matmul = 20 * 2 * 1024**3 / (time.perf_counter() - t0)
+    dev.synchronize(device)
+    matmul = reps * 2 * n**3 / (time.perf_counter() - t0)
     return out, matmul
 
 
 def capstone_rows(splits, device):
     rows = []
-    test_loader = lambda size: data.make_loader(splits["test"], batch_size=256, image_size=size)
     for size in (64, 96):
         m = models.load_backbone("efficientnet_lite0")
         with tempfile.TemporaryDirectory() as cache:  # a cold cache: the wall time includes the extraction
@@ -277,27 +331,33 @@ def capstone_rows(splits, device):
             }
         )
     for method, pretrained in (("fine-tune", True), ("from scratch", False)):
-        torch.manual_seed(0)
-        # fine-tuning: the adopted recipe (first stages frozen); from scratch every layer trains (they start random)
-        m = recipe_model({**CAPSTONE, **(ADOPTED if pretrained else {})}, pretrained=pretrained)
-        opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-3)
-        epochs = 5
-        loader = data.make_loader(splits["train"], batch_size=64, train=True)
-        # notebook 06's recipe: AdamW 1e-3, half an epoch of warm-up, cosine to zero
-        sched = train.warmup_cosine(opt, total_steps=epochs * len(loader), warmup_steps=len(loader) // 2)
-        h = train.fit(m, loader, None, opt, epochs=epochs, device=device, scheduler=sched, progress=False)
-        acc = train.evaluate(m, test_loader(64), device).accuracy
-        rows.append(
-            {
-                "train_gflop": models.training_flops(m, [64] * epochs, len(loader) * 64) / 1e9,
-                "method": f"{method} (5 epochs)",
-                "image_size": 64,
-                "test_acc": acc,
-                "wall_s": h.total_time,
-                "images_per_s": sum(h.images_per_sec) / len(h.images_per_sec),
-            }
-        )
+        rows.append({**capstone_fit(splits, device, pretrained=pretrained), "method": f"{method} (5 epochs)"})
     return rows
+
+
+def capstone_fit(splits, device, *, pretrained=True, epochs=5, amp="auto"):
+    """Notebook 06's capstone recipe through fit(): AdamW 1e-3, half an epoch of warm-up, cosine to zero, 64 px.
+
+    Fine-tuning uses the adopted recipe (stem and stages 0-1 frozen); from scratch every layer
+    trains (they start random). Returns test accuracy, training time, images/s and training GFLOP.
+    """
+    torch.manual_seed(0)
+    m = recipe_model({**CAPSTONE, **(ADOPTED if pretrained else {})}, pretrained=pretrained)
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-3)
+    loader = train_loader(splits["train"], device)
+    sched = train.warmup_cosine(opt, total_steps=epochs * len(loader), warmup_steps=len(loader) // 2)
+    h = train.fit(m, loader, None, opt, epochs=epochs, device=device, scheduler=sched, amp=amp, progress=False)
+    test = data.make_loader(splits["test"], batch_size=256, device=device, on_device=device.type == "cuda")
+    acc = train.evaluate(m, test, device, amp=amp).accuracy
+    return {
+        "train_gflop": models.training_flops(m, [64] * epochs, len(loader) * 64) / 1e9,
+        "image_size": 64,
+        "epochs": epochs,
+        "precision": precision_name(dev.choose_precision(device, amp)),
+        "test_acc": acc,
+        "wall_s": h.total_time,
+        "images_per_s": sum(h.images_per_sec) / len(h.images_per_sec),
+    }
 
 
 # The capstone recipe and the candidates tried against it at no more training compute. Each is
@@ -428,6 +488,7 @@ def run_recipe(splits, device, seed=0, **change):
             sched.step()
             if ema is not None:
                 ema.update_parameters(model)
+    dev.synchronize(device)
     wall = time.perf_counter() - t0
     final = ema.module if ema is not None else model
     size = cfg["sizes"][-1]
@@ -566,7 +627,9 @@ def main():
         f"feature cache: second run {res['features_cached_speedup']:.0f}x faster "
         f"({first:.2f}s -> {second:.3f}s; target >= 10x)"
     )
-    res["train_paths"], res["compile_s"] = bench_train_paths(splits["train"], device, compile_too=not args.quick)
+    res["train_paths"], res["compile_s"], res["amp_speedup"] = bench_train_paths(
+        splits["train"], device, compile_too=not args.quick
+    )
     # train_speedup: the capstone's training as adopted (first stages frozen) over today's (every layer trained),
     # both through fit's default path (eager fp32, channels_last) in the same harness; fit_path_speedup: fit's
     # default path over the hand-written loop, same work
@@ -579,6 +642,7 @@ def main():
         + (f"; torch.compile took {res['compile_s']:.0f} s to compile" if res["compile_s"] is not None else "")
     )
     print(f"train_speedup (adopted recipe over today's, both through fit): {res['train_speedup']:.2f}x (target 1.3x)")
+    print(f"amp_speedup (fit with autocast over fit in fp32): {res['amp_speedup']:.2f}x")
     flops, matmul = bench_flops(device)
     res["flops_per_image"] = flops
     res["matmul_flops_per_s"] = matmul

@@ -49,3 +49,77 @@ def test_the_adopted_recipe_freezes_only_the_first_stages(bench):
     model(torch.randn(2, 3, 64, 64))
     assert torch.equal(frozen_bn.running_mean, before[0]), "frozen stages keep their BatchNorm statistics"
     assert not torch.equal(trained_bn.running_mean, before[1])
+
+
+class _Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.fc = torch.nn.Linear(4, 10)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def _loader(n=8):
+    from tl_helpers.data import ImageTensors, make_loader
+
+    images = ImageTensors(torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8), torch.arange(n) % 10, ["x"] * n)
+    return make_loader(images, batch_size=4, train=True, image_size=16)
+
+
+def test_models_and_batches_are_moved_to_the_measured_device(bench, monkeypatch):
+    """On a device other than the CPU ('meta': shapes only), a model left on the CPU would fail the forward pass."""
+    monkeypatch.setattr(bench.models, "load_backbone", lambda *a, **k: _Tiny())
+    meta = torch.device("meta")
+    fresh = bench.fresh_model(meta)
+    assert {p.device.type for p in fresh.parameters()} == {"meta"}
+    assert fresh.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    model = _Tiny()  # on the CPU: bare_loop moves it
+    seen = []
+    model.conv.register_forward_pre_hook(lambda _m, args: seen.append(args[0].device.type))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    bench.bare_loop(model, _loader(), opt, 2, meta, precision=bench.dev.choose_precision(meta, False))
+    assert seen == ["meta", "meta"] and {p.device.type for p in model.parameters()} == {"meta"}
+
+
+def test_timers_wait_for_the_device(bench, monkeypatch):
+    calls = []
+    monkeypatch.setattr(bench.dev, "synchronize", lambda d: calls.append(torch.device(d).type))
+    model = _Tiny()
+    bench.bare_loop(model, _loader(), torch.optim.SGD(model.parameters(), lr=0.1), 2, torch.device("cpu"))
+    assert calls == ["cpu", "cpu"]  # before the timer starts and before it stops (a no-op on the CPU itself)
+
+
+def test_both_sides_of_fit_over_bare_run_at_the_same_precision(bench, monkeypatch):
+    """On a GPU fit's default is autocast: the hand-written loop it is compared with must use it too."""
+    gpu = torch.device("cuda")  # never touched: the models, loaders and loops are fakes
+    monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(bench.torch.cuda, "get_device_capability", lambda d=None: (9, 0))
+    monkeypatch.setattr(bench, "fresh_model", lambda device, channels_last=True: _Tiny())
+    monkeypatch.setattr(bench, "train_loader", lambda *a, **k: None)
+    seen = {}
+
+    def fake_fit(m, loader, val, opt, **kw):
+        seen["fit"] = bench.dev.choose_precision(kw["device"], kw["amp"])
+        return bench.train.History(epoch_time=[1.0])
+
+    def fake_bare(m, loader, opt, steps, device, channels_last=True, precision=None):
+        seen["bare"] = precision
+        return 1.0
+
+    monkeypatch.setattr(bench.train, "fit", fake_fit)
+    monkeypatch.setattr(bench, "bare_loop", fake_bare)
+    ratio, _ = bench.bench_fit_over_bare(None, gpu, steps=1)
+    assert ratio == 1.0 and seen["bare"] == seen["fit"] and seen["fit"].dtype == torch.bfloat16
+
+
+def test_bare_loop_runs_under_the_precision_it_is_given(bench):
+    model = _Tiny()
+    dtypes = []
+    model.fc.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    cpu = torch.device("cpu")
+    bench.bare_loop(model, _loader(), opt, 1, cpu, precision=bench.dev.choose_precision(cpu, True))
+    bench.bare_loop(model, _loader(), opt, 1, cpu)  # fit's default on the CPU: fp32
+    assert dtypes == [torch.bfloat16, torch.float32]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from tests.test_train import TinyNet
@@ -56,13 +57,16 @@ def _ddp_worker(rank: int, world: int, tmp: str, root: str, backend: str) -> Non
     """One rank of a tiny DDP run: wrap (channels_last first), fit 2 epochs, checkpoint to a per-rank path."""
     torch.set_num_threads(1)
     tmp_path = Path(tmp)
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
     dist.init_process_group(backend, init_method=f"file://{tmp_path / 'store'}", rank=rank, world_size=world)
     try:
         device = torch.device("cuda", rank) if backend == "nccl" else torch.device("cpu")
         tensors = data.decode_samples(root, data.scan_folder(root).samples, cache=tmp_path / f"c{rank}", progress=False)
         torch.manual_seed(42)
         model = TinyNet()
-        net = ddp.wrap_model(model, device, world, channels_last=True)
+        net = ddp.wrap_model(model, device, channels_last=True)
+        assert isinstance(net, DistributedDataParallel) and net.module is model
         assert model.features[0].weight.is_contiguous(memory_format=torch.channels_last)  # converted, then wrapped
         base = data.make_loader(
             tensors, batch_size=8, train=True, image_size=32, seed=0, device=device, on_device=device.type == "cuda"
@@ -90,7 +94,7 @@ def _check_ddp_checkpoint(tmp_path: Path, fake_root: Path, world: int) -> None:
     """Rank 0 alone wrote the checkpoint, with unwrapped keys, and one process resumes from it."""
     assert (tmp_path / "ckpt-rank0.pt").is_file()
     assert not any((tmp_path / f"ckpt-rank{r}.pt").exists() for r in range(1, world))
-    state = torch.load(tmp_path / "ckpt-rank0.pt", weights_only=True)
+    state = torch.load(tmp_path / "ckpt-rank0.pt", map_location="cpu", weights_only=True)
     assert state["epoch"] == 2 and list(state["model"]) == list(TinyNet().state_dict())  # no "module." prefix
     finals = [torch.load(tmp_path / f"final-rank{r}.pt", weights_only=True) for r in range(world)]
     params = {name for name, _ in TinyNet().named_parameters()}
@@ -140,8 +144,6 @@ def test_ddp_on_one_gpu_with_nccl(fake_root, tmp_path):
 
 def test_fit_refuses_a_ddp_model_converted_after_wrapping(tmp_path):
     """fit checks a wrapped model instead of converting it; one gloo rank in this process."""
-    from torch.nn.parallel import DistributedDataParallel
-
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
         net = DistributedDataParallel(TinyNet())  # contiguous weights, wrapped as they are

@@ -107,12 +107,25 @@ def test_configure_cpu_threads_sets_torch_and_respects_omp_num_threads(monkeypat
 
 def test_seed_everything_and_get_device_configure_threads_once_per_process(monkeypatch):
     calls = []
-    monkeypatch.setattr(device, "configure_cpu_threads", lambda n=None: calls.append(n) or 1)
+    monkeypatch.setattr(device, "configure_cpu_threads", lambda n=None, lower_only=False: calls.append(lower_only))
     monkeypatch.setattr(device, "_cpu_threads_configured", False)
     device.seed_everything(0)
     device.get_device("cpu")
     device.seed_everything(1)
-    assert calls == [None]
+    assert calls == [True]
+
+
+def test_the_automatic_configuration_only_lowers_the_thread_count(monkeypatch, restore_threads):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(device, "available_cpus", lambda cgroup_root=None: 2)
+    torch.set_num_threads(1)  # chosen before, e.g. `python -m tl_helpers.ddp --threads 1`
+    monkeypatch.setattr(device, "_cpu_threads_configured", False)
+    device.seed_everything(0)
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(4)  # more than the CPUs this process may use (a container's quota of 2)
+    monkeypatch.setattr(device, "_cpu_threads_configured", False)
+    device.get_device("cpu")
+    assert torch.get_num_threads() == 2
 
 
 def test_kernel_env_adds_passive_waiting_without_overriding_the_caller():
@@ -169,3 +182,18 @@ def test_the_graders_kernels_get_the_kernel_env(tmp_path):
     extra = "import json\nprint('M:' + json.dumps(seen))"
     run = runner.run_isolated(path, extra, "M:", cell_timeout=60, total_timeout=120, env={"TL_PRIVATE_DATA": ""})
     assert run.results == {"OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"], "TL_PRIVATE_DATA": ""}, run
+
+
+@pytest.mark.slow
+def test_shared_cpu_benchmark_runs_in_smoke_mode(tmp_path):
+    """About 15 s: the benchmark's plumbing (children started like kernels, ready/go, JSON); its times mean nothing."""
+    out = tmp_path / "shared_cpu.json"
+    args = ["--steps", "1", "--batch", "2", "--size", "32", "--variants", "kernel env", "--out", str(out)]
+    r = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "shared_cpu.py"), *args], capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    result = json.loads(out.read_text())
+    row = result["variants"]["kernel env"]
+    assert row["env"] == runner.KERNEL_ENV and len(row["pair_s"]) == 2 and row["pair_over_alone"] > 0
+    assert result["machine"]["available_cpus"] == device.available_cpus()

@@ -437,3 +437,68 @@ def test_checkpoints_hold_unwrapped_keys_and_old_prefixed_ones_still_load(tmp_pa
     train.load_checkpoint(tmp_path / "old.pt", fresh)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
     assert train.unwrap_model(wrapped) is model and train.unwrap_model(model) is model
+
+
+def _fit_on(device, tensors, *, epochs, checkpoint=None, resume=False):
+    torch.manual_seed(42)
+    model = TinyNet()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-2)
+    tl = data.make_loader(tensors, batch_size=16, train=True, image_size=32, device=device, on_device=True)
+    vl = data.make_loader(tensors, batch_size=64, image_size=32, device=device, on_device=True)
+    h = train.fit(
+        model, tl, vl, opt, epochs=epochs, device=device, checkpoint=checkpoint, resume=resume, progress=False
+    )
+    return model, h
+
+
+@pytest.mark.requires_cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fit_with_amp_and_exact_resume(fake_root, tmp_path):
+    """fit's default on a GPU (bf16, or fp16 + GradScaler below capability 8) learns and resumes.
+
+    Deterministic algorithms (cuDNN's benchmarking off, see cudnn_benchmark_setting) make the resumed run
+    repeat the uninterrupted one; the tolerance allows for the last digits a GPU kernel may still vary in.
+    """
+    from tl_helpers.device import seed_everything
+
+    cuda = torch.device("cuda")
+    tensors = _tiny(fake_root, tmp_path)
+    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic
+    seed_everything(0, deterministic=True)
+    try:
+        full, h_full = _fit_on(cuda, tensors, epochs=4)
+        assert not torch.backends.cudnn.benchmark  # determinism asked for: fit left benchmarking off
+        assert h_full.val_acc[-1] > 0.5 and all(math.isfinite(v) for v in h_full.train_loss)
+        ckpt = tmp_path / "cuda.pt"
+        _fit_on(cuda, tensors, epochs=2, checkpoint=ckpt)
+        resumed, h_res = _fit_on(cuda, tensors, epochs=4, checkpoint=ckpt, resume=True)
+        assert h_res.epochs == 4 and h_res.train_loss == pytest.approx(h_full.train_loss, rel=1e-4)
+        for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+            assert torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5), k
+        cpu_copy = TinyNet()
+        assert train.load_checkpoint(ckpt, cpu_copy)[0] == 2  # a GPU checkpoint loads on the CPU too
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.deterministic = before[1]
+
+
+@pytest.mark.requires_cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_uint8_pinned_batches_converted_on_the_gpu_channels_last(fake_root, tmp_path):
+    cuda = torch.device("cuda")
+    tensors = _tiny(fake_root, tmp_path)
+    loader = data.make_loader(tensors, batch_size=16, train=True, image_size=32, device=cuda, on_device=True)
+    x, _ = next(iter(loader))
+    assert x.dtype == torch.uint8 and x.is_pinned()  # 4x fewer bytes to copy, without blocking
+    on_gpu = data.device_transform(loader)(x.to(cuda))
+    on_cpu = data.BatchTransform((0.5,) * 3, (0.5,) * 3, 32).transform(x)
+    assert on_gpu.device.type == "cuda" and torch.allclose(on_gpu.cpu(), on_cpu, atol=1e-5)
+    seen = []
+    torch.manual_seed(0)
+    model = TinyNet()
+    model.features[0].register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    train.fit(model, loader, None, opt, epochs=1, device=cuda, progress=False, max_steps_per_epoch=2)
+    assert all(t.device.type == "cuda" and t.dtype.is_floating_point for t in seen)
+    assert all(t.is_contiguous(memory_format=torch.channels_last) for t in seen)
+    assert model.features[0].weight.is_contiguous(memory_format=torch.channels_last)

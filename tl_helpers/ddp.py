@@ -49,8 +49,8 @@ def _setup() -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
-def wrap_model(model: torch.nn.Module, device: torch.device, world: int, *, channels_last: bool) -> torch.nn.Module:
-    """Move ``model`` to ``device`` and its memory format, *then* wrap it in DDP (when ``world > 1``).
+def wrap_model(model: torch.nn.Module, device: torch.device, *, channels_last: bool) -> torch.nn.Module:
+    """Move ``model`` to ``device`` and its memory format, *then* wrap it in DDP (when a process group is up).
 
     The order matters: DDP registers the parameters' layout when it wraps them, so a
     conversion to channels_last afterwards leaves its gradient buckets mismatched. ``fit``
@@ -59,7 +59,7 @@ def wrap_model(model: torch.nn.Module, device: torch.device, world: int, *, chan
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    if world == 1:
+    if not (dist.is_available() and dist.is_initialized()):
         return model
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             on_device=on_gpu,
         )
         channels_last = device.type in ("cuda", "cpu")  # fit's default, applied before wrapping
-        net = wrap_model(model, device, world, channels_last=channels_last)
+        net = wrap_model(model, device, channels_last=channels_last)
         opt = torch.optim.AdamW(net.parameters(), lr=args.lr)
         t0 = time.perf_counter()
         history = train.fit(

@@ -334,7 +334,7 @@ def _threads_from_env() -> int | None:
     return value if value > 0 else None
 
 
-def configure_cpu_threads(n: int | None = None) -> int:
+def configure_cpu_threads(n: int | None = None, *, lower_only: bool = False) -> int:
     """Size torch's CPU thread pools to the CPUs this process may use.
 
     More compute threads than usable CPUs make torch's threads wait for each other at every
@@ -343,6 +343,7 @@ def configure_cpu_threads(n: int | None = None) -> int:
     Args:
         n: Threads to use; ``None``: :func:`available_cpus`, or ``OMP_NUM_THREADS`` when that is
             smaller (the grader sets it to share the CPUs between kernels).
+        lower_only: Only ever reduce the thread count (keep a smaller one someone already chose).
 
     Returns:
         The intra-op thread count now in use.
@@ -353,19 +354,22 @@ def configure_cpu_threads(n: int | None = None) -> int:
         if from_env is not None:
             n = min(n, from_env)
     n = max(1, int(n))
-    if torch.get_num_threads() != n:
+    if torch.get_num_threads() > n or (torch.get_num_threads() < n and not lower_only):
         torch.set_num_threads(n)
     if torch.get_num_interop_threads() > n:
         try:
             torch.set_num_interop_threads(n)
         except RuntimeError:  # settable only once, before any inter-op work started
             pass
-    return n
+    return torch.get_num_threads()
 
 
 def _configure_cpu_threads_once() -> None:
-    """:func:`configure_cpu_threads` the first time :func:`get_device` or :func:`seed_everything` runs."""
+    """The first time :func:`get_device` or :func:`seed_everything` runs: no more threads than usable CPUs.
+
+    Lower only: a smaller count chosen before (``torch.set_num_threads``, ``ddp --threads``) is kept.
+    """
     global _cpu_threads_configured
     if not _cpu_threads_configured:
         _cpu_threads_configured = True
-        configure_cpu_threads()
+        configure_cpu_threads(lower_only=True)

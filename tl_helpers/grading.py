@@ -190,6 +190,7 @@ def grading_cell(
     spec = [(col, cid, list(names)) for col, cid, names in ASSIGNMENTS[assignment]]
     package_parent = str(Path(__file__).resolve().parents[1])
     trusted_path = [package_parent] + [p for p in sys.path if p and Path(p).resolve() != Path.cwd().resolve()]
+    set_private = f"\n    _environ[{PRIVATE_DATA_ENV!r}] = {private_data!r}" if private_data else ""
     return f"""
 def _tl_grade():
     import sys as _sys
@@ -208,9 +209,7 @@ def _tl_grade():
     _signal = _importlib.import_module("signal")
     _checks = _importlib.import_module("tl_helpers.checks")
     _environ = _importlib.import_module("os").environ
-    _environ.pop({PRIVATE_DATA_ENV!r}, None)
-    if {private_data!r}:
-        _environ[{PRIVATE_DATA_ENV!r}] = {private_data!r}
+    _environ.pop({PRIVATE_DATA_ENV!r}, None){set_private}
     _ns = globals()
     _out = []
 
