@@ -50,8 +50,19 @@ __all__ = [
 
 @dataclass(frozen=True)
 class CheckResult:
+    """What a check found.
+
+    Attributes:
+        passed: Whether the answer behaves correctly.
+        feedback: What the learner reads: why it passed, or which mistake it is and how to fix it.
+        mistake: For a failure, a short name of the mistake (``"bn_momentum_zero"``, ...): the class
+            summary counts failures by it, so an instructor sees what to re-teach. ``None`` when the
+            check could not name one (the summary then groups by the feedback's first sentence).
+    """
+
     passed: bool
     feedback: str
+    mistake: str | None = None
 
     def __repr__(self) -> str:  # short: the message was already printed by check()
         return f"<{'passed' if self.passed else 'failed'}>"
@@ -80,8 +91,9 @@ def ok(message: str) -> CheckResult:
     return CheckResult(True, message)
 
 
-def fail(message: str) -> CheckResult:
-    return CheckResult(False, message)
+def fail(message: str, mistake: str | None = None) -> CheckResult:
+    """A failed check: ``message`` names the mistake for the learner, ``mistake`` for the class summary."""
+    return CheckResult(False, message, mistake)
 
 
 def run_check(id: str, *objects: Any) -> CheckResult:
