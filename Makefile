@@ -20,7 +20,7 @@ PYTEST_ARGS ?=
 # torch's OpenMP threads sleep instead of spinning while they wait, so a kernel sharing its CPUs stays fast.
 KERNEL_ENV := --env OMP_WAIT_POLICY PASSIVE
 
-.PHONY: install lab test test-fast lint format exercises check-exercises bench bench-shared-cpu gpu-check e2e doctor data clean site site-install site-check
+.PHONY: install lab test test-fast lint format exercises check-exercises bench bench-grading bench-shared-cpu gpu-check e2e doctor data clean site site-install site-check
 
 install: $(STAMP)
 
@@ -100,6 +100,12 @@ bench: install
 # so in one line and exits 0. GPU_CHECK_ARGS: --out PATH, --data-dir DIR, --skip-tests/-capstone/-bench.
 gpu-check: install
 	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+
+# `grade` on copies of the solution notebooks: seconds per submission, the share spent starting up, --jobs 1 vs 2
+# (figures to benchmarks/grading.json). Default: 2 copies of 01, 03, 04, 08; the class figure:
+# make bench-grading BENCH_ARGS="--submissions 30 --notebooks all" (06 and 07 train models: long; run it alone).
+bench-grading: install
+	$(PY) benchmarks/grading.py $(BENCH_ARGS)
 
 # One training cell alone vs two at once, with and without the kernel env (run it on an idle machine).
 bench-shared-cpu: install

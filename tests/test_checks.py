@@ -58,7 +58,7 @@ def test_check_prints_and_never_raises_on_wrong_objects(capsys):
         raise NotImplementedError("hint")
 
     fails_with(run_check("normalisation", stub), "NotImplementedError")
-    fails_with(run_check("optimizer_params", None, nn.Linear(2, 2)), "could not use your objects")
+    fails_with(run_check("optimizer_params", None, nn.Linear(2, 2)), "should be a torch.optim optimizer")
 
 
 def test_a_crash_in_the_learners_hook_or_module_is_their_bug_with_their_line(model):
@@ -104,13 +104,18 @@ def test_a_crash_in_the_learners_hook_or_module_is_their_bug_with_their_line(mod
 def test_freeze_alternatives_pass(model, lite0_10):
     models.freeze(model)
     assert check("freeze_backbone", model).passed and check("bn_frozen", model).passed
-    other = copy.deepcopy(lite0_10)  # by hand: requires_grad_ + BN momentum 0
+    other = copy.deepcopy(lite0_10)  # by hand: requires_grad_ + BN in eval mode through train()
     other.requires_grad_(False)
     other.get_classifier().requires_grad_(True)
     for m in other.modules():
         if isinstance(m, nn.BatchNorm2d):
-            m.momentum = 0.0
+            m.register_forward_pre_hook(lambda mod, _: setattr(mod, "training", False))
     assert check("freeze_backbone", other).passed and check("bn_frozen", other).passed
+    for m in other.modules():  # momentum 0 alone: still batch statistics in train mode
+        if isinstance(m, nn.BatchNorm2d):
+            m._forward_pre_hooks.clear()
+            m.momentum = 0.0
+    assert run_check("bn_frozen", other).mistake == "bn_momentum_zero"
 
 
 def test_backbone_not_frozen(model):

@@ -22,6 +22,20 @@ GRADED_VARIANTS = [
         "better_layer",
         "disagree",
     ),
+    (
+        "01_pretrained_models_exercises",
+        "    x = F.interpolate(x, size=(size, size), mode=pre.interpolation, antialias=True, align_corners=False)",
+        '    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)',
+        "preprocess",
+        "bilinear interpolation",
+    ),
+    (
+        "01_pretrained_models_exercises",
+        "    return {name: (out.mean(dim=(2, 3)) if out.ndim == 4 else out).numpy() for name, out in outputs.items()}",
+        "    return {name: (out.flatten(1) if out.ndim == 4 else out).numpy() for name, out in outputs.items()}",
+        "better_layer",
+        "flattened, not pooled",
+    ),
 ]
 
 
@@ -58,12 +72,48 @@ def test_preprocess_wrong_answers_are_named():
 
 
 def test_preprocess_other_correct_answer_passes():
-    def by_hand(images, size=224):  # bilinear, and the arithmetic in another order
-        x = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False)
-        return x.div(255).sub(0.5).div(0.5)
+    def by_hand(images, size=224):  # resize after normalising, the arithmetic in another order
+        x = images.float().div(255).sub(0.5).div(0.5)
+        return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=True)
 
-    assert run_check("normalisation", by_hand, "efficientnet_lite0").passed
-    assert run_check("normalisation", preprocess, "efficientnet_lite0").passed
+    def torchvision_way(images, size=224):  # torchvision resizes the uint8 images (rounded to integers)
+        import torchvision.transforms.functional as TF
+
+        x = TF.resize(images, [size, size], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+        return (x.float() / 255 - MEAN) / STD
+
+    for answer in (by_hand, torchvision_way, preprocess):
+        result = run_check("preprocess", answer, "efficientnet_lite0")
+        assert result.passed, (answer.__name__, result.feedback)
+
+
+def test_preprocess_resize_mistakes_have_their_own_name():
+    def bilinear(images, size=224):
+        x = F.interpolate(images.float() / 255, size=(size, size), mode="bilinear", align_corners=False)
+        return (x - MEAN) / STD
+
+    def nearest(images, size=224):
+        return (F.interpolate(images.float() / 255, size=(size, size), mode="nearest") - MEAN) / STD
+
+    def no_resize(images, size=224):
+        return (images.float() / 255 - MEAN) / STD
+
+    def size_ignored(images, size=224):
+        return preprocess(images, 224)
+
+    def only_scaled(images, size=224):
+        return F.interpolate(images.float() / 255, size=(size, size), mode="bicubic", align_corners=False)
+
+    for answer, mistake in [
+        (bilinear, "wrong_interpolation"),
+        (nearest, "wrong_interpolation"),
+        (no_resize, "no_resize"),
+        (size_ignored, "wrong_size"),
+        (only_scaled, "not_normalised"),
+    ]:
+        result = run_check("preprocess", answer, "efficientnet_lite0")
+        assert not result.passed and result.mistake == mistake, (answer.__name__, result.mistake, result.feedback)
+    assert "bilinear" in run_check("preprocess", bilinear, "efficientnet_lite0").feedback
 
 
 # ----------------------------------------------------------------------------- imagenet_topk
@@ -131,6 +181,37 @@ def test_topk_wrong_answers_are_named():
     fails_with(run_check("imagenet_topk", crashes), "model(images)")
 
 
+def test_topk_mistakes_have_their_own_name():
+    def run(model, images, how):
+        model.eval()
+        with torch.no_grad():
+            logits = model(preprocess(images))
+        if how == "log_softmax":
+            return logits.log_softmax(dim=1).topk(3, dim=1)
+        if how == "sigmoid":
+            return logits.sigmoid().topk(3, dim=1)
+        if how == "softmax_after_topk":
+            top = logits.topk(3, dim=1)
+            return top.values.softmax(dim=1), top.indices
+        if how == "unsorted":
+            top = logits.softmax(dim=1).topk(3, dim=1)
+            return top.values.flip(1), top.indices.flip(1)
+        if how == "dim0":
+            return logits.softmax(dim=0).topk(3, dim=1)
+        return logits.topk(3, dim=1)
+
+    for how, mistake in [
+        ("log_softmax", "log_probabilities"),
+        ("sigmoid", "sigmoid_not_softmax"),
+        ("softmax_after_topk", "softmax_after_topk"),
+        ("unsorted", "topk_unsorted"),
+        ("dim0", "softmax_wrong_dim"),
+        ("logits", "logits_not_probabilities"),
+    ]:
+        result = run_check("imagenet_topk", lambda model, images, k=5, how=how: run(model, images, how))
+        assert not result.passed and result.mistake == mistake, (how, result.mistake, result.feedback)
+
+
 # ----------------------------------------------------------------------------- better_layer (decision)
 
 
@@ -151,3 +232,34 @@ def test_better_layer_recomputed():
     fails_with(run_check("better_layer", {"blocks.1": 0.2, "global_pool": 0.1}, "blocks.1"), "far from")
     # a pipeline bug that crowns the early layer: the recomputed probes disagree
     fails_with(run_check("better_layer", {"blocks.1": 0.8, "global_pool": 0.7}, "blocks.1"), "not the better layer")
+
+
+def pooled_features_from(pool):
+    """A learner's pooled_features(split) for the notebook's layers, with its own way of pooling."""
+    from tl_helpers.features import layer_outputs
+
+    model = models.load_backbone("efficientnet_lite0").eval()
+
+    def pooled_features(split):
+        with torch.no_grad():
+            outputs = layer_outputs(model, preprocess(split.images, size=64), ["blocks.1", "global_pool"])
+        return {name: (pool(out) if out.ndim == 4 else out).numpy() for name, out in outputs.items()}
+
+    return pooled_features
+
+
+def test_better_layer_flattened_maps_are_named():
+    flattened = pooled_features_from(lambda out: out.flatten(1))
+    result = run_check("better_layer", {"blocks.1": 0.69, "global_pool": 0.87}, "global_pool", flattened)
+    assert not result.passed and result.mistake == "flattened_not_pooled", result.feedback
+    result = run_check("better_layer", {"blocks.1": 0.74}, "blocks.1")
+    assert not result.passed and result.mistake == "no_comparison", result.feedback
+
+
+@pytest.mark.real_data
+def test_better_layer_with_pooled_features_passes():
+    for pool in (lambda out: out.mean(dim=(2, 3)), lambda out: F.adaptive_avg_pool2d(out, 1).flatten(1)):
+        result = run_check(
+            "better_layer", {"blocks.1": 0.75, "global_pool": 0.87}, "global_pool", pooled_features_from(pool)
+        )
+        assert result.passed, result.feedback

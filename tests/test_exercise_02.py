@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
+import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 from torch.utils.data import DataLoader
@@ -31,6 +34,13 @@ GRADED_VARIANTS = [
         "    extractor.eval()",
         "    pass",
         "extract_loop",
+        "train mode",
+    ),
+    (  # left in train mode; the learner's own extraction loop calls eval() on it later
+        "02_feature_extraction_exercises",
+        "extractor.eval()",
+        "pass",
+        "feature_extractor",
         "train mode",
     ),
 ]
@@ -119,6 +129,84 @@ def test_extract_loop_wrong_answers_are_named():
     fails_with(run_check("extract_loop", normalised_twice), "already normalises")
 
 
+def test_feature_extractor_mistakes_have_their_own_name():
+    built = models.load_backbone("efficientnet_lite0")
+    built.reset_classifier(0)
+    left_in_train_mode = built  # a later loop's extractor.eval() must not rescue it: checked as handed over
+    result = run_check("feature_extractor", left_in_train_mode)
+    assert result.mistake == "extractor_train_mode", result.feedback
+    only_bn_eval = copy.deepcopy(built)
+    for m in only_bn_eval.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+    result = run_check("feature_extractor", only_bn_eval)  # BatchNorm in eval, the rest (dropout) in train mode
+    assert result.mistake == "extractor_train_mode", result.feedback
+    feature_map = torch.nn.Sequential(*list(copy.deepcopy(built).children())[:-2]).eval()  # no pooling
+    assert run_check("feature_extractor", feature_map).mistake == "not_pooled"
+    with_head = models.load_backbone("efficientnet_lite0").eval()
+    assert run_check("feature_extractor", with_head).mistake == "imagenet_head_kept"
+    random_init = models.load_backbone("efficientnet_lite0", pretrained=False).eval()
+    random_init.reset_classifier(0)
+    assert run_check("feature_extractor", random_init).mistake == "not_pretrained"
+    right = copy.deepcopy(built).eval()
+    assert run_check("feature_extractor", right).passed
+    children = torch.nn.Sequential(*list(copy.deepcopy(built).children())[:-1]).eval()  # another correct way
+    result = run_check("feature_extractor", children)
+    assert result.passed, result.feedback
+
+
+def test_extract_loop_mistakes_have_their_own_name():
+    def two_passes(extractor, loader):  # features and labels from two passes over a shuffling loader
+        extractor.eval()
+        with torch.no_grad():
+            feats = torch.cat([extractor(X) for X, _ in loader])
+        return feats, torch.cat([y for _, y in loader])
+
+    def dataset_labels(extractor, loader):  # labels in the dataset's order, features in the loader's
+        extractor.eval()
+        with torch.no_grad():
+            feats = torch.cat([extractor(X) for X, _ in loader])
+        return feats, torch.stack([loader.dataset[i][1] for i in range(len(loader.dataset))])
+
+    def detached_with_grad(extractor, loader):  # no no_grad, the graph built then dropped
+        extractor.eval()
+        pairs = [(extractor(X).detach(), y) for X, y in loader]
+        return torch.cat([f for f, _ in pairs]), torch.cat([y for _, y in pairs])
+
+    def no_eval(extractor, loader):
+        with torch.no_grad():
+            pairs = [(extractor(X), y) for X, y in loader]
+        return torch.cat([f for f, _ in pairs]), torch.cat([y for _, y in pairs])
+
+    def last_batch(extractor, loader):
+        extractor.eval()
+        with torch.no_grad():
+            for X, y in loader:
+                feats, labels = extractor(X), y
+        return feats, labels
+
+    def one_pass(extractor, loader):  # a correct answer: features and labels of one pass, numpy lists
+        extractor.eval()
+        feats, labels = [], []
+        with torch.no_grad():
+            for X, y in loader:
+                feats += list(extractor(X).numpy())
+                labels += y.tolist()
+        return np.stack(feats), np.array(labels)
+
+    for answer, mistake in [
+        (two_passes, "features_labels_misaligned"),
+        (dataset_labels, "features_labels_misaligned"),
+        (detached_with_grad, "no_grad_missing"),
+        (no_eval, "extractor_train_mode"),
+        (last_batch, "one_batch_kept"),
+    ]:
+        result = run_check("extract_loop", answer)
+        assert not result.passed and result.mistake == mistake, (answer.__name__, result.mistake, result.feedback)
+    result = run_check("extract_loop", one_pass)
+    assert result.passed, result.feedback
+
+
 # ----------------------------------------------------------------------------- probe_selection
 
 
@@ -169,3 +257,38 @@ def test_probe_selection_wrong_answers_are_named():
     args = select()
     args[6], args[7] = X_TEST, Y_TEST  # "validation" features taken from the test split
     fails_with(run_check("probe_selection", *args), "validation features are test features")
+
+
+def test_probe_selection_leaks_are_named_by_what_leaked():
+    args = select()
+    noisy_test = X_TEST + np.float32(1e-6) * np.random.default_rng(0).normal(size=X_TEST.shape).astype(np.float32)
+    args[6], args[7] = noisy_test, Y_TEST  # the test images as validation, extracted in another batch
+    result = run_check("probe_selection", *args)
+    assert not result.passed and result.mistake == "validation_is_test", result.feedback
+    args = select(score_on=(X_TEST, Y_TEST))
+    assert run_check("probe_selection", *args).mistake == "C_chosen_on_test"
+    both = (np.vstack([X_TRAIN, X_TEST]), np.concatenate([Y_TRAIN, Y_TEST]))
+    assert run_check("probe_selection", *select(fit_on=both)).mistake == "refit_on_test"
+    assert run_check("probe_selection", *select(score_on=(X_TRAIN, Y_TRAIN))).mistake == "C_chosen_on_train"
+    assert run_check("probe_selection", *select(pick=lambda s: CS[0])).mistake == "best_C_not_argmax"
+    args = select()
+    args[0], args[1] = [0.1], [args[1][0]]  # one candidate: nothing compared
+    assert run_check("probe_selection", *args).mistake == "no_comparison"
+    args = select()
+    args[-1] = args[3].score(X_TRAIN, Y_TRAIN)
+    assert run_check("probe_selection", *args).mistake == "test_acc_on_train"
+
+
+@pytest.mark.real_data
+def test_split_leakage_names_the_split_a_set_came_from():
+    from tl_helpers.data import load_eurosat
+
+    data = load_eurosat(progress=False)
+    train, test = data["train"].per_class(20, seed=0), data["test"].per_class(20, seed=0)
+    assert run_check("split_leakage", train, test).passed
+    result = run_check("split_leakage", train, data["val"].per_class(20, seed=0))  # the test set from data["val"]
+    assert not result.passed and result.mistake == "test_from_val_split", result.feedback
+    result = run_check("split_leakage", data["train"].per_class(20, seed=1), train)
+    assert not result.passed and result.mistake == "train_test_overlap", result.feedback
+    result = run_check("split_leakage", test, data["test"].per_class(20, seed=1))
+    assert not result.passed and result.mistake in {"train_test_overlap", "train_from_test_split"}, result.feedback

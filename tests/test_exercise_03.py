@@ -37,7 +37,7 @@ GRADED_VARIANTS = [
         "        module.register_forward_pre_hook(keep_in_eval_mode)",
         "        module.momentum = 0.0",
         "bn_frozen",
-        None,
+        "momentum = 0 stops the running statistics",
     ),
 ]
 
@@ -55,6 +55,12 @@ def model(lite0_10) -> nn.Module:
 def fails_with(result, phrase: str) -> None:
     assert not result.passed, result.feedback
     assert phrase.lower() in result.feedback.lower(), result.feedback
+
+
+def fails_as(result, mistake: str) -> None:
+    """The check failed and named ``mistake`` for the class summary."""
+    assert not result.passed, result.feedback
+    assert result.mistake == mistake, (result.mistake, result.feedback)
 
 
 def freeze_params(model: nn.Module) -> None:
@@ -208,8 +214,70 @@ def test_exact_type_misses_timms_batchnorm(model):
     freeze_params(model)
     for m in model.modules():
         if type(m) is nn.BatchNorm2d:  # timm's BatchNormAct2d is a subclass: none matched
-            m.momentum = 0.0
-    fails_with(run_check("bn_frozen", model), "BatchNorm statistics still update")
+            m.register_forward_pre_hook(lambda mod, _: setattr(mod, "training", False))
+    result = run_check("bn_frozen", model)
+    fails_with(result, "BatchNorm statistics still update")
+    fails_as(result, "bn_not_frozen")
+
+
+def test_requires_grad_only_is_named(model):
+    freeze_params(model)
+    fails_as(run_check("bn_frozen", model), "bn_not_frozen")
+
+
+def test_eval_once_is_named(model):
+    freeze_params(model)
+    for m in bn_layers(model):
+        m.eval()
+    fails_as(run_check("bn_frozen", model), "bn_eval_once")
+
+
+def test_momentum_zero_still_normalises_with_batch_statistics(model):
+    """Statistics that never move are not enough: in train mode the layer uses each batch's statistics."""
+    freeze_params(model)
+    for m in bn_layers(model):
+        m.momentum = 0.0
+    result = run_check("bn_frozen", model)
+    fails_as(result, "bn_momentum_zero")
+    assert "eval mode" in result.feedback and "set their momentum to 0" not in result.feedback
+
+
+def test_tracking_turned_off_on_pretrained_layers(model):
+    freeze_params(model)
+    for m in bn_layers(model):
+        m.track_running_stats = False  # buffers kept, never updated, batch statistics used in train mode
+    fails_as(run_check("bn_frozen", model), "bn_tracking_off")
+
+
+def test_running_statistics_removed(model):
+    freeze_params(model)
+    for m in bn_layers(model):
+        m.track_running_stats = False
+        m.running_mean = m.running_var = None
+    fails_as(run_check("bn_frozen", model), "bn_no_running_stats")
+
+
+def test_statistics_copied_back_after_each_forward(model):
+    freeze_params(model)
+
+    def restore(module, inputs, output):
+        module.running_mean.copy_(module.saved_mean)
+        module.running_var.copy_(module.saved_var)
+
+    for m in bn_layers(model):
+        m.saved_mean, m.saved_var = m.running_mean.clone(), m.running_var.clone()
+        m.register_forward_hook(restore)
+    fails_as(run_check("bn_frozen", model), "bn_stats_copied_back")
+
+
+def test_only_the_blocks_batchnorm_kept_in_eval(model):
+    freeze_params(model)
+    for m in model.blocks.modules():  # bn1 (after the stem) and bn2 (before the head) forgotten
+        if isinstance(m, nn.BatchNorm2d):
+            m.register_forward_pre_hook(lambda mod, _: setattr(mod, "training", False))
+    result = run_check("bn_frozen", model)
+    fails_as(result, "bn_some_layers")
+    assert "bn1" in result.feedback or "bn2" in result.feedback
 
 
 # ----------------------------------------------------------------------------- exercise 3: counting
@@ -260,12 +328,13 @@ def all_pass(model: nn.Module) -> None:
         assert result.passed, (cid, result.feedback)
 
 
-def test_requires_grad_and_momentum_zero(model):
+def test_requires_grad_and_eval_mode_through_train(model):
     model.requires_grad_(False)
     model.get_classifier().requires_grad_(True)
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.momentum = 0.0
+            m.momentum = 0.0  # harmless once the layer stays in eval mode
+            m.register_forward_pre_hook(lambda mod, _: setattr(mod, "training", False))
     all_pass(model)
 
 
@@ -314,3 +383,54 @@ def test_optimizer_alternatives(model):
         torch.optim.AdamW([{"params": [model.classifier.weight]}, {"params": [model.classifier.bias], "lr": 1e-2}]),
     ):
         assert run_check("optimizer_params", opt, model).passed
+
+
+# ----------------------------------------------------------------------------- mistake names (the class summary)
+
+
+def test_batchnorm_weights_left_trainable_is_named(model):
+    freeze_params(model)
+    for m in bn_layers(model):
+        m.requires_grad_(True)  # "BatchNorm should keep learning": its scale and shift are backbone weights
+    fails_as(run_check("freeze_backbone", model), "bn_affine_trainable")
+
+
+def test_freeze_backbone_mistake_names(model):
+    for p in model.blocks.parameters():
+        p.requires_grad = False
+    fails_as(run_check("freeze_backbone", model), "backbone_partly_frozen")
+    model.requires_grad_(False)
+    fails_as(run_check("freeze_backbone", model), "head_frozen")
+    model.get_classifier().requires_grad_(True)
+    assert run_check("freeze_backbone", model).passed
+
+
+def test_counting_mistake_names(model):
+    freeze_params(model)
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    fails_as(run_check("trainable_count", sum(p.numel() for p in model.parameters()), model), "count_total")
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    fails_as(run_check("trainable_count", frozen, model), "count_frozen")
+    everything = sum(t.numel() for t in model.state_dict().values())
+    fails_as(run_check("trainable_count", everything, model), "count_buffers")
+    fails_as(run_check("trainable_count", n / 1e6, model), "count_scaled")
+    fails_as(run_check("trainable_count", f"{n:,}", model), "count_not_a_number")
+    assert run_check("trainable_count", n, model).passed
+    assert run_check("trainable_count", torch.tensor(n), model).passed
+
+
+def test_optimizer_mistake_names(model):
+    freeze_params(model)
+    fails_as(
+        run_check("optimizer_params", torch.optim.AdamW(model.parameters(), lr=1e-3), model), "optimizer_frozen_params"
+    )
+    head = list(model.get_classifier().parameters())
+    with pytest.warns(UserWarning, match="duplicate"):
+        twice = torch.optim.AdamW(head + [model.classifier.weight], lr=1e-3)
+    fails_as(run_check("optimizer_params", twice, model), "optimizer_duplicate_params")
+    fails_as(
+        run_check("optimizer_params", torch.optim.AdamW([model.classifier.weight], lr=1e-3), model),
+        "optimizer_missing_params",
+    )
+    fails_as(run_check("optimizer_params", head, model), "not_an_optimizer")
+    assert run_check("optimizer_params", torch.optim.AdamW(head, lr=1e-3), model).passed

@@ -327,3 +327,43 @@ def test_released_stub_is_not_done_yet():
         raise NotImplementedError('Your code here (the task is above). Stuck? hint("evaluate_mode")')
 
     fails_with(run_check("evaluate_mode", evaluate_accuracy), "Not done yet")
+
+
+# ----------------------------------------------------------------------------- mistake names (the class summary)
+
+
+def fails_as(result, mistake: str) -> None:
+    assert not result.passed, result.feedback
+    assert result.mistake == mistake, (result.mistake, result.feedback)
+
+
+def test_replace_head_mistake_names(model, resnet):
+    m = copy.deepcopy(model)
+    m.classifier = nn.Linear(m.classifier.in_features, 1000)
+    fails_as(run_check("replace_head", m), "imagenet_head_kept")
+    m = copy.deepcopy(model)
+    m.fc = nn.Linear(m.classifier.in_features, 10)
+    fails_as(run_check("replace_head", m), "head_not_attached")
+    m = copy.deepcopy(model)
+    m.classifier = nn.Linear(m.classifier.in_features, 10, bias=False)
+    fails_as(run_check("replace_head", m), "head_without_bias")
+    m = copy.deepcopy(model)
+    m.classifier = nn.Linear(m.classifier.in_features, 10)
+    m.classifier.requires_grad_(False)
+    fails_as(run_check("replace_head", m), "head_frozen")
+    r = copy.deepcopy(resnet)
+    r.fc = nn.Linear(1280, 10)
+    fails_as(run_check("replace_head", r), "head_in_features_wrong")
+    r.fc = nn.Linear(512, 5)
+    fails_as(run_check("replace_head", r), "wrong_num_classes")
+    r.fc = nn.Linear(512, 10)
+    assert run_check("replace_head", r).passed
+
+
+def test_evaluate_mode_mistake_names():
+    fails_as(run_check("evaluate_mode", no_eval), "eval_train_mode")
+    fails_as(run_check("evaluate_mode", no_grad_missing), "no_no_grad")
+    fails_as(run_check("evaluate_mode", mean_of_batches), "mean_of_batch_accuracies")
+    fails_as(run_check("evaluate_mode", full_batches_assumed), "full_batches_assumed")
+    fails_as(run_check("evaluate_mode", leaves_train_mode), "mode_not_restored")
+    assert run_check("evaluate_mode", good).passed

@@ -230,7 +230,7 @@ def history_of(epochs: int) -> History:
     return History(train_loss=[1.0] * epochs)
 
 
-RECIPE = {"strategy": "fine-tune", "lr": 1e-3, "epochs": 5, "image_size": 64}
+RECIPE = {"strategy": "fine-tune", "lr": 1e-3, "epochs": 5, "batch_size": 32, "image_size": 64}
 
 
 def train_set(per_class: int, files: list[str] | None = None) -> ImageTensors:
@@ -241,8 +241,8 @@ def train_set(per_class: int, files: list[str] | None = None) -> ImageTensors:
 
 def test_recipe_over_the_budget_is_refused():
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 64 * 64, 10))
-    result = run_check("recipe_outcome", model, RECIPE, history_of(20), train_set(30))
-    assert not result.passed and "past the budget" in result.feedback, result.feedback
+    result = run_check("recipe_outcome", model, dict(RECIPE, epochs=20), history_of(20), train_set(30))
+    assert not result.passed and "past the budget" in result.feedback and result.mistake == "over_budget"
 
 
 def test_recipe_too_many_training_images_is_refused():
@@ -256,7 +256,7 @@ def test_recipe_incomplete_is_named():
     result = run_check(
         "recipe_outcome",
         model,
-        {"strategy": "transfer", "lr": 1e-3, "epochs": 5, "image_size": 64},
+        {"strategy": "transfer", "lr": 1e-3, "epochs": 5, "batch_size": 32, "image_size": 64},
         history_of(5),
         train_set(30),
     )
@@ -292,6 +292,149 @@ def test_recipe_one_very_low_rate_for_a_new_head_is_named():
     train = load_eurosat(("train",), progress=False)["train"].per_class(30)
     torch.manual_seed(0)
     model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 10))  # as untrained as a 1e-5 head
-    recipe = {"strategy": "fine-tune", "lr": 1e-5, "epochs": 10, "image_size": 64}
+    recipe = {"strategy": "fine-tune", "lr": 1e-5, "epochs": 10, "batch_size": 32, "image_size": 64}
     result = run_check("recipe_outcome", model, recipe, history_of(10), train)
     assert not result.passed and "the new, random head cannot learn" in result.feedback, result.feedback
+
+
+# ----------------------------------------------------------------------------- ImageTensors across a re-import
+
+
+def test_balanced_split_accepts_an_image_tensors_of_a_reimported_class():
+    class ImageTensors:  # a look-alike: what the notebook's class is after the grader re-imports tl_helpers
+        def __init__(self, images, labels, files, classes=()):
+            self.images, self.labels, self.files, self.classes = images, labels, files, classes
+
+        def __len__(self):
+            return len(self.labels)
+
+    def rebuilt(split, n, seed):
+        sub = solution_subset(split, n, seed)
+        return ImageTensors(sub.images, sub.labels, sub.files, sub.classes)
+
+    result = run_check("balanced_split", rebuilt)
+    assert result.passed, result.feedback
+    wrong = run_check("balanced_split", lambda split, n, seed: [1, 2, 3])
+    assert not wrong.passed and wrong.mistake == "not_image_tensors"
+
+
+# ----------------------------------------------------------------------------- recipe_outcome: work really done
+
+
+def bn_model(batches: int = 0) -> nn.Module:
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)
+    )
+    model[1].num_batches_tracked.fill_(batches)
+    return model
+
+
+def stepped_optimizer(model: nn.Module, steps: int) -> torch.optim.Optimizer:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for p in model.parameters():
+        opt.state[p]["step"] = torch.tensor(float(steps))
+    return opt
+
+
+@pytest.fixture
+def no_real_data(monkeypatch):
+    """The budget checks come before any scoring: stub the public test files they compare against."""
+    import tl_helpers.data as data
+
+    class _Test:
+        files: list[str] = []
+
+    monkeypatch.setattr(data, "load_eurosat", lambda *a, **k: {"test": _Test()})
+
+
+def test_recipe_without_batch_size_is_incomplete(no_real_data):
+    recipe = {k: v for k, v in RECIPE.items() if k != "batch_size"}
+    result = run_check("recipe_outcome", bn_model(), recipe, history_of(5), train_set(30))
+    assert not result.passed and result.mistake == "recipe_incomplete" and "batch_size" in result.feedback
+
+
+def test_recipe_history_longer_than_stated_epochs(no_real_data):
+    result = run_check("recipe_outcome", bn_model(), RECIPE, history_of(8), train_set(30))
+    assert not result.passed and result.mistake == "epochs_past_recipe", result.feedback
+
+
+@pytest.mark.parametrize("extra", ["fit_twice", "hand_loop"])
+def test_recipe_extra_optimizer_steps_are_counted(no_real_data, extra):
+    # 5 epochs of 300 images in batches of 32: at most 50 steps; a second fit (or a hand loop) doubles them
+    model = bn_model()
+    result = run_check(
+        "recipe_outcome", model, RECIPE, history_of(5), train_set(30), None, stepped_optimizer(model, 90)
+    )
+    assert not result.passed and result.mistake == "extra_training_steps", result.feedback
+
+
+def test_recipe_larger_training_set_than_passed_is_seen_in_batchnorm(no_real_data):
+    # trained on 100 per class (1,000 images, 160 batches) but reported train_small (300 images): 50 allowed
+    result = run_check("recipe_outcome", bn_model(160), RECIPE, history_of(5), train_set(30))
+    assert not result.passed and result.mistake == "extra_training_passes", result.feedback
+
+
+def test_recipe_head_only_with_drifting_batchnorm(no_real_data):
+    model = bn_model(40)
+    for p in model[:2].parameters():
+        p.requires_grad = False
+    recipe = dict(RECIPE, strategy="head-only")
+    result = run_check("recipe_outcome", model, recipe, history_of(5), train_set(30))
+    assert not result.passed and result.mistake == "head_only_bn_drift", result.feedback
+    model[1].track_running_stats = False  # "frozen" by switching tracking off: still batch statistics
+    model[1].num_batches_tracked.zero_()
+    result = run_check("recipe_outcome", model, recipe, history_of(5), train_set(30))
+    assert not result.passed and result.mistake == "head_only_bn_drift", result.feedback
+
+
+class Memoriser(nn.Module):
+    """Right on the images it has seen (``known``), a fixed wrong-ish guess elsewhere."""
+
+    def __init__(self, known: ImageTensors | None, fallback: ImageTensors) -> None:
+        super().__init__()
+        self.known = known
+        self.fallback = fallback
+        self.dummy = nn.Linear(1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(len(x), 10)
+        key = x.flatten(1).sum(1)
+        for data in (self.known, self.fallback):
+            if data is None:
+                continue
+            from tl_helpers.checks.core import preprocessing_of
+            from tl_helpers.data import BatchTransform
+
+            pre = preprocessing_of(self)
+            ref = BatchTransform(pre.mean, pre.std, 64, pre.interpolation).transform(data.images).flatten(1).sum(1)
+            for i, k in enumerate(key):
+                hit = torch.nonzero((ref - k).abs() < 1e-3).flatten()
+                if len(hit):
+                    good = data is self.known or i % 5 != 0  # 80 % right on unseen images
+                    label = int(data.labels[hit[0]])
+                    out[i, label if good else (label + 1) % 10] = 4.0 if data is self.known else 2.0
+        return out
+
+
+def tiny_set(seed: int, per_class: int = 5) -> ImageTensors:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(10).repeat_interleave(per_class)
+    images = torch.randint(0, 256, (len(labels), 3, 64, 64), generator=g, dtype=torch.uint8)
+    return ImageTensors(images, labels, [f"s{seed}/{i}.jpg" for i in range(len(labels))])
+
+
+def test_recipe_model_that_memorised_the_test_images_is_named(no_real_data, monkeypatch):
+    from tl_helpers.checks import outcomes
+
+    test, held = tiny_set(1), tiny_set(2)
+    monkeypatch.setattr(outcomes, "graded_heldout", lambda: held)
+    both = ImageTensors(
+        torch.cat([test.images, held.images]), torch.cat([test.labels, held.labels]), test.files + held.files
+    )
+    leaky = Memoriser(test, both)
+    result = run_check("recipe_outcome", leaky, dict(RECIPE, epochs=1), history_of(1), train_set(30), test)
+    assert not result.passed and result.mistake == "test_images_memorised", result.feedback
+    honest = Memoriser(None, both)  # the same on test and private images: passes
+    result = run_check("recipe_outcome", honest, dict(RECIPE, epochs=1), history_of(1), train_set(30), test)
+    assert result.passed, result.feedback
+

@@ -58,6 +58,30 @@ def test_digits_raw_pixel_logistic_regression_passes():
     assert result.passed, result.feedback
 
 
+def test_digits_decision_needs_the_comparison():
+    X, y = load_digits_public()
+    clf = features.fit_logistic_regression(flat(X), y, seed=0)
+
+    def predict(images):
+        return clf.predict(flat(images))
+
+    compared = {"raw pixels": 0.97, "ImageNet features": 0.86}
+    result = run_check("digits_strategy", predict, compared)
+    assert result.passed, result.feedback
+    for scores, mistake in [
+        ({"raw pixels": 0.97}, "no_comparison"),  # the right predictor, but nothing compared
+        ([0.97, 0.86], "no_comparison"),
+        ({"raw pixels": 97.0, "ImageNet features": 86.0}, "percentage"),
+    ]:
+        result = run_check("digits_strategy", predict, scores)
+        assert not result.passed and result.mistake == mistake, (scores, result.mistake, result.feedback)
+    imagenet_chosen = features.fit_logistic_regression(flat(X)[:, ::4], y, seed=0)  # a weaker candidate chosen
+    result = run_check(
+        "digits_strategy", lambda images: imagenet_chosen.predict(flat(images)[:, ::4]), {"a": 0.99, "b": 0.8}
+    )
+    assert not result.passed and result.mistake == "choice_contradicts_scores", result.feedback
+
+
 def test_digits_svm_on_raw_pixels_passes():
     from sklearn.svm import SVC
 
@@ -193,7 +217,67 @@ def one_mean_ncm(X_support, y_support, X_query):
     return y_support[best]
 
 
-@pytest.mark.parametrize("answer", [solution_ncm, loop_ncm, numpy_ncm])
+def unit_euclidean_ncm(X_support, y_support, X_query):  # another correct way: distance between unit vectors
+    support = F.normalize(X_support, dim=1)
+    classes = torch.unique(y_support)
+    means = F.normalize(torch.stack([support[y_support == c].mean(0) for c in classes]), dim=1)
+    return classes[torch.cdist(F.normalize(X_query, dim=1), means).argmin(1)]
+
+
+def not_renormalised_ncm(X_support, y_support, X_query):  # means of unit vectors, used as they are
+    support = F.normalize(X_support, dim=1)
+    classes = torch.unique(y_support)
+    means = torch.stack([support[y_support == c].mean(0) for c in classes])
+    return classes[(F.normalize(X_query, dim=1) @ means.T).argmax(1)]
+
+
+def not_renormalised_euclidean_ncm(X_support, y_support, X_query):
+    support = F.normalize(X_support, dim=1)
+    classes = torch.unique(y_support)
+    means = torch.stack([support[y_support == c].mean(0) for c in classes])
+    return classes[torch.cdist(F.normalize(X_query, dim=1), means).argmin(1)]
+
+
+def raw_mean_normalised_ncm(X_support, y_support, X_query):  # normalises the mean of the raw features only
+    classes = torch.unique(y_support)
+    means = F.normalize(torch.stack([X_support[y_support == c].mean(0) for c in classes]), dim=1)
+    return classes[(F.normalize(X_query, dim=1) @ means.T).argmax(1)]
+
+
+def raw_dot_ncm(X_support, y_support, X_query):
+    classes = torch.unique(y_support)
+    means = torch.stack([X_support[y_support == c].mean(0) for c in classes])
+    return classes[(X_query @ means.T).argmax(1)]
+
+
+def in_place_ncm(X_support, y_support, X_query):
+    X_support /= X_support.norm(dim=1, keepdim=True)
+    X_query /= X_query.norm(dim=1, keepdim=True)
+    return solution_ncm(X_support, y_support, X_query)
+
+
+@pytest.mark.parametrize(
+    "answer, mistake",
+    [
+        (not_renormalised_ncm, "ncm_means_not_renormalised"),
+        (not_renormalised_euclidean_ncm, "ncm_means_not_renormalised_euclidean"),
+        (raw_mean_normalised_ncm, "ncm_support_not_normalised"),
+        (raw_dot_ncm, "ncm_dot_raw"),
+        (euclidean_ncm, "ncm_euclidean_raw"),
+        (argmin_ncm, "ncm_least_similar"),
+        (position_ncm, "ncm_position_not_label"),
+        (one_mean_ncm, "ncm_one_mean"),
+        (in_place_ncm, "inputs_modified"),
+    ],
+)
+def test_few_shot_mistakes_have_their_own_name(answer, mistake):
+    result = run_check("few_shot_ncm", answer)
+    assert not result.passed and result.mistake == mistake, (result.mistake, result.feedback)
+    if mistake == "ncm_means_not_renormalised":  # it did compute one mean per class: not told otherwise
+        assert "one mean per class" not in result.feedback and "normalise" in result.feedback
+
+
+@pytest.mark.parametrize("answer", [solution_ncm, loop_ncm, numpy_ncm, unit_euclidean_ncm])
 def test_few_shot_correct_answers_pass(answer):
     result = run_check("few_shot_ncm", answer)
     assert result.passed, result.feedback

@@ -63,6 +63,23 @@ def test_mean_pool_mistakes_are_named():
     fails_with("text_mean_pool", "Expected a function", 3)
 
 
+@pytest.mark.parametrize(
+    "answer, mistake",
+    [
+        (lambda h, m: h.mean(1), "padding_in_mean"),
+        (lambda h, m: (h * m.unsqueeze(-1)).sum(1) / h.shape[1], "divided_by_padded_length"),
+        (lambda h, m: h[:, 0], "cls_token"),
+        (lambda h, m: (h * m.unsqueeze(-1)).sum(1), "sum_not_mean"),
+        (lambda h, m: (h * m.unsqueeze(-1)).sum(1) / m.sum(), "divided_by_batch_token_count"),
+        (lambda h, m: h.masked_fill(m.unsqueeze(-1) == 0, float("-inf")).amax(1), "max_pool"),
+        (lambda h, m: h.mean(2), "wrong_shape"),
+    ],
+)
+def test_mean_pool_mistakes_have_their_own_name(answer, mistake):
+    result = run_check("text_mean_pool", answer)
+    assert not result.passed and result.mistake == mistake, (result.mistake, result.feedback)
+
+
 # ----------------------------------------------------------------------------- sentence embeddings
 
 
@@ -118,6 +135,39 @@ def test_embedding_mistakes_are_named(encoder_and_tokenizer):
     fails_with("text_embed", "Truncation off", make(truncation=False))
     fails_with("text_embed", "train mode", make(train_mode=True))
     fails_with("text_embed", "shape (2, 384)", lambda s: torch.zeros(len(s), 10))
+    for answer, mistake in [
+        (make(mask_to_encoder=False), "mask_not_passed"),
+        (make(masked_pool=False), "padding_in_mean"),
+        (make(truncation=False), "truncation_off"),
+        (make(train_mode=True), "encoder_train_mode"),
+    ]:
+        assert run_check("text_embed", answer).mistake == mistake
+
+    def cls(sentences):
+        batch = tokenizer(sentences, padding=True, truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            return encoder(**batch).last_hidden_state[:, 0]
+
+    def short_max_length(sentences):
+        batch = tokenizer(sentences, padding=True, truncation=True, max_length=8, return_tensors="pt")
+        with torch.no_grad():
+            return text.mean_pool(encoder(**batch).last_hidden_state, batch["attention_mask"])
+
+    def with_graph(sentences):  # right numbers, but the autograd graph is kept
+        batch = tokenizer(sentences, padding=True, truncation=True, return_tensors="pt")
+        return text.mean_pool(encoder(**batch).last_hidden_state, batch["attention_mask"])
+
+    def normalised(sentences):
+        return torch.nn.functional.normalize(text.embed(encoder, tokenizer, sentences, progress=False), dim=1)
+
+    for answer, mistake in [
+        (cls, "cls_token"),
+        (short_max_length, "max_length_too_short"),
+        (with_graph, "no_grad_missing"),
+        (normalised, "normalised_embeddings"),
+    ]:
+        result = run_check("text_embed", answer)
+        assert not result.passed and result.mistake == mistake, (answer.__name__, result.mistake, result.feedback)
 
 
 # ----------------------------------------------------------------------------- frozen encoder
@@ -183,6 +233,13 @@ def test_probe_mistakes_are_named():
     fails_with(
         "text_probe", "is low", shuffled, X_fit, y_fit, X_test, y_test, shuffled.score(X_test.numpy(), y_test.numpy())
     )
+    on_test = LogisticRegression(max_iter=1000).fit(X_test.numpy(), y_test.numpy())  # X_fit says otherwise
+    result = run_check(
+        "text_probe", on_test, X_fit, y_fit, X_test, y_test, on_test.score(X_test.numpy(), y_test.numpy())
+    )
+    assert not result.passed and result.mistake == "clf_fitted_on_test", result.feedback
+    result = run_check("text_probe", leaky, X_all, y_all, X_test, y_test, leaky.score(X_test.numpy(), y_test.numpy()))
+    assert result.mistake == "test_rows_in_fit"
 
 
 # ----------------------------------------------------------------------------- fine-tuning learning rate
@@ -215,3 +272,35 @@ def test_fine_tune_lr_check():
     fails_with("text_fine_tune_lr", "so low", torch.optim.AdamW(model.parameters(), lr=1e-8), model)
     model.encoder.weight.requires_grad_(False)
     fails_with("text_fine_tune_lr", "frozen", torch.optim.AdamW(model.parameters(), lr=5e-5), model)
+
+
+def test_fine_tune_lr_mistakes_have_their_own_name():
+    model = Tiny()
+    head_faster = torch.optim.AdamW(
+        [{"params": model.encoder.parameters(), "lr": 3e-5}, {"params": model.head.parameters(), "lr": 1e-3}]
+    )
+    passes("text_fine_tune_lr", head_faster, model)  # a faster head is fine: the encoder's rate is low
+    for optimizer, mistake in [
+        (torch.optim.AdamW(model.parameters(), lr=1e-3), "lr_too_high"),
+        (torch.optim.AdamW(model.head.parameters(), lr=5e-5), "head_only"),
+        (torch.optim.AdamW(model.encoder.parameters(), lr=5e-5), "head_not_in_optimizer"),
+        (torch.optim.AdamW(model.parameters(), lr=1e-8), "lr_too_low"),
+        (torch.optim.SGD(model.parameters(), lr=2e-5), "sgd_with_adamw_lr"),
+    ]:
+        result = run_check("text_fine_tune_lr", optimizer, model)
+        assert not result.passed and result.mistake == mistake, (mistake, result.feedback)
+    model.encoder.weight.requires_grad_(False)
+    assert run_check("text_fine_tune_lr", torch.optim.AdamW(model.parameters(), lr=5e-5), model).mistake == (
+        "encoder_frozen"
+    )
+
+
+def test_frozen_encoder_mistakes_have_their_own_name():
+    encoder = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.1))
+    assert run_check("text_frozen_encoder", encoder).mistake == "encoder_trainable"
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    assert run_check("text_frozen_encoder", encoder.train()).mistake == "encoder_train_mode"
+    encoder.eval()
+    encoder[1].train()  # only the dropout left in train mode
+    assert run_check("text_frozen_encoder", encoder).mistake == "encoder_train_mode"

@@ -43,10 +43,18 @@ from pathlib import Path
 from typing import Any
 
 from tl_helpers.checks import ASSIGNMENTS, CHECKS
-from tl_helpers.checks.table import BUDGETS
+from tl_helpers.checks.table import BUDGETS, NET_FACTOR, NET_FLOOR
 from tl_helpers.device import available_cpus
 from tl_helpers.private_data import PRIVATE_DATA_ENV, load_private_data
-from tl_helpers.runner import CELL_TIMEOUT, OUTPUT_CAP, TOTAL_TIMEOUT, isolation_missing, run_isolated
+from tl_helpers.runner import (
+    CELL_TIMEOUT,
+    OUTPUT_CAP,
+    TOTAL_TIMEOUT,
+    Prestarted,
+    isolation_missing,
+    prestart,
+    run_isolated,
+)
 
 __all__ = [
     "CELL_TIMEOUT",
@@ -64,6 +72,9 @@ __all__ = [
     "grade_notebook",
     "grading_cell",
     "first_sentence",
+    "MistakeCount",
+    "mistake_name",
+    "mistake_table",
     "summary_table",
     "write_gradebook",
     "write_summary",
@@ -97,11 +108,20 @@ def check_platform() -> None:
 
 @dataclass
 class CheckOutcome:
+    """One graded check of one submission.
+
+    Attributes:
+        mistake: For a failure, the short name of the mistake (``"bn_momentum_zero"``; the grader's own:
+            ``"not_done"``, ``"crash"``, ``"not_defined"``, ``"not_reached"``, ``"timeout"``,
+            ``"check_timeout"``, ``"check_crashed"``...), ``None`` when the check named none.
+    """
+
     id: str
     passed: bool
     points: int
     max_points: int
     feedback: str
+    mistake: str | None = None
 
 
 @dataclass
@@ -113,6 +133,7 @@ class Submission:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     hints: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def hints_total(self) -> int:
@@ -136,10 +157,18 @@ class Submission:
             "verdict": self.verdict,
             "notes": self.notes,
             "seconds": round(self.seconds, 1),
+            "timings": dict(self.timings),
             "hints_total": self.hints_total,
             "hints": dict(self.hints),
             "checks": [
-                {"id": c.id, "passed": c.passed, "points": c.points, "max_points": c.max_points, "feedback": c.feedback}
+                {
+                    "id": c.id,
+                    "passed": c.passed,
+                    "points": c.points,
+                    "max_points": c.max_points,
+                    "feedback": c.feedback,
+                    "mistake": c.mistake,
+                }
                 for c in self.checks
             ],
         }
@@ -222,7 +251,7 @@ def _tl_grade():
     for _col, _cid, _names in {spec!r}:
         _missing = [n for n in _names if n not in _ns]
         if _missing:
-            _out.append([_col, False, "not defined: " + ", ".join(_missing)])
+            _out.append([_col, False, "not defined: " + ", ".join(_missing), "not_defined"])
             continue
         try:
             _signal.signal(_signal.SIGALRM, _alarm)
@@ -231,9 +260,12 @@ def _tl_grade():
                 _r = _checks.run_check(_cid, *[_ns[n] for n in _names])
             finally:
                 _signal.alarm(0)
-            _out.append([_col, bool(_r.passed is True), str(_r.feedback)[:2000]])
+            _passed = bool(_r.passed is True)
+            _mistake = None if _passed else getattr(_r, "mistake", None)
+            _out.append([_col, _passed, str(_r.feedback)[:2000], _mistake if isinstance(_mistake, str) else None])
         except BaseException as _exc:
-            _out.append([_col, False, "check stopped: " + type(_exc).__name__ + ": " + str(_exc)[:500]])
+            _out.append([_col, False, "check stopped: " + type(_exc).__name__ + ": " + str(_exc)[:500],
+                         "check_timeout" if isinstance(_exc, _CheckTimeout) else "check_crashed"])
     _environ.pop({PRIVATE_DATA_ENV!r}, None)
     _sys.stdout.write("\\n{marker}" + _json.dumps({{"checks": _out, "hints": _hints}}) + "\\n")
     _sys.stdout.flush()
@@ -254,10 +286,13 @@ def grade_notebook(
     name: str | None = None,
     threads: int | None = None,
     private_data: str | os.PathLike | None = None,
+    prestarted: Prestarted | None = None,
 ) -> Submission:
     """Grade one submission in a fresh kernel process (``threads``: its compute threads).
 
     ``private_data``: the instructor's data for the outcome checks (see :func:`grade`).
+    ``prestarted``: a worker started for this submission (:func:`tl_helpers.runner.prestart`, with the
+    same ``threads`` and ``env={TL_PRIVATE_DATA: ""}``), whose kernel is already up; used once, then closed.
 
     Raises:
         GradingUnsupportedError: on a platform that cannot isolate the submission (:func:`check_platform`).
@@ -284,25 +319,40 @@ def grade_notebook(
     budget = budget_of(assignment)
     if budget is not None:
         total_timeout = budget
+    cell = grading_cell(
+        assignment, marker, private_data=str(Path(private_data).resolve()) if private_data is not None else None
+    )
     run = run_isolated(
         path,
-        grading_cell(
-            assignment, marker, private_data=str(Path(private_data).resolve()) if private_data is not None else None
-        ),
+        cell,
         marker,
         cell_timeout=cell_timeout,
         total_timeout=total_timeout,
         threads=threads,
         env={PRIVATE_DATA_ENV: ""},  # never visible to the notebook's own cells
+        prestarted=prestarted,
     )
+    sub.timings = dict(run.timings)
+    stopped_in = None
+    if run.timed_out and budget is not None:
+        # The safety net tripped: grade what the notebook completed before it, by re-running only the code
+        # cells that finished (they ran within the net once) followed by the grader's cell.
+        stopped_in = run.cells_done + 1
+        rerun = _rerun_completed(path, nb, run.cells_done, cell, marker, cell_timeout, budget, threads)
+        if rerun is not None and rerun.results is not None:
+            run = rerun
+            run.timed_out = True
     sub.notes += run.events[:20]
     payload = run.results
     if isinstance(payload, dict):
         sub.hints = _clean_hints(payload.get("hints"))
         payload = payload.get("checks")
     if run.timed_out and budget is not None:
-        sub.verdict = f"over the time budget ({budget}s)"
-        sub.notes.append(f"the notebook must run within its CPU budget of {budget}s; it was stopped there")
+        sub.verdict = f"stopped by the time safety net ({budget}s)"
+        sub.notes.append(
+            f"the notebook ran past the grader's safety net of {budget}s (about {NET_FACTOR}x the solution's time "
+            f"on this machine) and was stopped in code cell {stopped_in}; the checks of the cells before it were graded"
+        )
     elif run.timed_out:
         sub.verdict = f"timed out after {total_timeout}s"
     elif any("died" in e for e in sub.notes):
@@ -316,26 +366,117 @@ def grade_notebook(
         sub.verdict = "errors in cells"
     results = {}
     for item in payload if isinstance(payload, list) else []:
-        if isinstance(item, list) and len(item) == 3 and isinstance(item[0], str):
-            results.setdefault(item[0], (item[1] is True, str(item[2])))
+        if isinstance(item, list) and len(item) in (3, 4) and isinstance(item[0], str):
+            passed = item[1] is True
+            mistake = None if passed or len(item) < 4 else mistake_name(item[3])
+            results.setdefault(item[0], (passed, str(item[2]), mistake))
     why = "; ".join(sub.notes[-3:]) or sub.verdict
     for col, cid, _ in ASSIGNMENTS[assignment]:
         max_points = CHECKS[cid].points
         if col in results:
-            passed, feedback = results[col]
+            passed, feedback, mistake = results[col]
             if feedback.startswith("not defined") and sub.notes:
                 feedback += f" (the notebook stopped or failed earlier: {why})"
         else:
             passed, feedback = False, f"not reached: {why}"
-        sub.checks.append(CheckOutcome(col, passed, max_points if passed else 0, max_points, feedback))
+            mistake = "timeout" if run.timed_out else "not_reached"
+        sub.checks.append(CheckOutcome(col, passed, max_points if passed else 0, max_points, feedback, mistake))
     sub.seconds = time.perf_counter() - t0
     return sub
 
 
+REFERENCE_WORKLOAD_SECONDS = 1.0
+"""Seconds :func:`reference_workload` takes on the reference machine (2 CPU cores, unloaded); measured."""
+
+
+def reference_workload() -> float:
+    """Seconds for a small, fixed piece of the course's work on this machine: 3 training steps of a
+    BatchNorm convolutional network on 32 images of 64 px (no downloads, no files)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 32, 3, stride=2, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, stride=2, padding=1),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.Conv2d(64, 128, 3, stride=2, padding=1),
+        nn.BatchNorm2d(128),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(128, 10),
+    )
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    x, y = torch.randn(32, 3, 64, 64), torch.arange(32) % 10
+    nn.functional.cross_entropy(net(x), y).backward()  # warm-up, not timed
+    t0 = time.perf_counter()
+    for _ in range(3):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    return time.perf_counter() - t0
+
+
+_SLOWDOWN: list[float] = []
+
+
+def machine_slowdown() -> float:
+    """How much slower than the reference machine this one runs :func:`reference_workload` (at least 1),
+    measured once per grader process (the best of three runs)."""
+    if not _SLOWDOWN:
+        best = min(reference_workload() for _ in range(3))
+        _SLOWDOWN.append(max(1.0, best / REFERENCE_WORKLOAD_SECONDS))
+    return _SLOWDOWN[0]
+
+
 def budget_of(assignment: str) -> int | None:
-    """The CPU budget in seconds of ``assignment`` (``checks.table.BUDGETS``), or ``None`` when it has none."""
-    budget = BUDGETS.get(assignment)
-    return int(budget) if budget else None
+    """The wall-clock safety net in seconds for ``assignment``, or ``None`` when it has none.
+
+    The budget a learner must respect is stated in work (image passes) and enforced by the checks; this net
+    only stops runaway notebooks: ``max(NET_FLOOR, NET_FACTOR x BUDGETS[assignment] x machine_slowdown())``,
+    where ``BUDGETS`` holds the solution's seconds on the reference machine.
+    """
+    reference = BUDGETS.get(assignment)
+    if not reference:
+        return None
+    return int(max(NET_FLOOR, NET_FACTOR * float(reference) * machine_slowdown()))
+
+
+def _rerun_completed(
+    path: Path,
+    nb: Any,
+    cells_done: int,
+    cell: str,
+    marker: str,
+    cell_timeout: int,
+    budget: int,
+    threads: int | None,
+) -> Any:
+    """Run the first ``cells_done`` code cells of ``nb`` and the grader's ``cell``; ``None`` if nothing to run."""
+    import tempfile
+
+    import nbformat
+
+    code = [c for c in nb.cells if c.cell_type == "code"][:cells_done]
+    if not code:
+        return None
+    copy = nbformat.v4.new_notebook(cells=code, metadata=nb.metadata)
+    with tempfile.TemporaryDirectory(prefix="tl-net-") as tmp:
+        target = Path(tmp) / path.name
+        nbformat.write(copy, str(target))
+        return run_isolated(
+            target,
+            cell,
+            marker,
+            cell_timeout=cell_timeout,
+            total_timeout=budget,
+            threads=threads,
+            env={PRIVATE_DATA_ENV: ""},
+        )
 
 
 def _clean_hints(raw: Any) -> dict[str, int]:
@@ -351,7 +492,16 @@ def _clean_hints(raw: Any) -> dict[str, int]:
 def _fill_missing(sub: Submission, why: str) -> None:
     if sub.assignment:
         for col, cid, _ in ASSIGNMENTS[sub.assignment]:
-            sub.checks.append(CheckOutcome(col, False, 0, CHECKS[cid].points, why))
+            sub.checks.append(CheckOutcome(col, False, 0, CHECKS[cid].points, why, "unreadable"))
+
+
+def mistake_name(raw: Any) -> str | None:
+    """``raw`` if it is a short snake_case mistake name (a check's ``fail(..., mistake=...)``), else ``None``."""
+    import re
+
+    if isinstance(raw, str) and re.fullmatch(r"[a-z][a-z0-9_]{0,59}", raw):
+        return raw
+    return None
 
 
 # ----------------------------------------------------------------------------- many notebooks
@@ -366,10 +516,14 @@ def grade(
     progress: bool = True,
     jobs: int = 1,
     private_data: str | os.PathLike | None = None,
+    prestart_kernels: bool = True,
 ) -> list[Submission]:
     """Grade every notebook under ``paths`` (``jobs`` kernels at a time) and optionally write the gradebook.
 
     Args:
+        prestart_kernels: While a job grades one submission, start the worker and kernel (with
+            ``import torch`` done) for its next one, so kernel start and that import overlap the
+            previous run. Each pre-started kernel runs exactly one submission (isolation as without).
         private_data: The instructor's data (a folder or a file, :mod:`tl_helpers.private_data`) that the
             outcome checks score on instead of the built-in private splits. Validated before grading starts.
 
@@ -377,6 +531,7 @@ def grade(
         GradingUnsupportedError: on a platform that cannot isolate submissions; nothing is graded.
         PrivateDataError: ``private_data`` cannot be used (the message names the file).
     """
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     check_platform()
@@ -389,22 +544,39 @@ def grade(
     if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
         threads = max(1, available_cpus() // jobs)
 
+    local = threading.local()  # each job's worker for its next submission (pre-started, used once)
+    started: list[Prestarted] = []
+
     def one(item: tuple[int, Path]) -> Submission:
         i, path = item
         name = _display_name(path, roots)
         if progress:
             print(f"[{i}/{len(files)}] {name} ...", file=sys.stderr, flush=True)
-        return grade_notebook(
-            path,
-            cell_timeout=cell_timeout,
-            total_timeout=total_timeout,
-            name=name,
-            threads=threads,
-            private_data=private_data,
-        )
+        mine: Prestarted | None = getattr(local, "next", None)
+        local.next = None
+        if prestart_kernels and len(files) - i >= max(1, jobs):  # this job will most likely get another one
+            local.next = prestart(threads=threads, env={PRIVATE_DATA_ENV: ""})
+            started.append(local.next)
+        try:
+            return grade_notebook(
+                path,
+                cell_timeout=cell_timeout,
+                total_timeout=total_timeout,
+                name=name,
+                threads=threads,
+                private_data=private_data,
+                prestarted=mine,
+            )
+        finally:
+            if mine is not None:
+                mine.close()
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        results = list(pool.map(one, enumerate(files, 1)))
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            results = list(pool.map(one, enumerate(files, 1)))
+    finally:
+        for slot in started:  # the ones no submission was left for
+            slot.close()
     if out is not None:
         write_gradebook(results, Path(out))
     return results
@@ -464,7 +636,8 @@ def write_gradebook(results: list[Submission], out: Path) -> Path:
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in sub.submission)
         lines = [f"# Feedback: {sub.submission}", "", f"Score: {sub.score} / {sub.max_score}  ({sub.verdict})", ""]
         for c in sub.checks:
-            lines.append(f"- {'✅' if c.passed else '❌'} **{c.id}** ({c.points}/{c.max_points}): {c.feedback}")
+            named = f" [mistake: `{c.mistake}`]" if c.mistake and not c.passed else ""
+            lines.append(f"- {'✅' if c.passed else '❌'} **{c.id}** ({c.points}/{c.max_points}){named}: {c.feedback}")
         if sub.hints:
             asked = ", ".join(f"{h} ({n})" for h, n in sub.hints.items())
             lines += ["", f"Hints asked for: {sub.hints_total} ({asked}). Hints cost no points."]
@@ -499,12 +672,60 @@ def first_sentence(feedback: str, limit: int = 160) -> str:
     return sentence if len(sentence) <= limit else sentence[: limit - 1] + "…"
 
 
+@dataclass
+class MistakeCount:
+    """One kind of failure of one check across the class (a row of the class summary).
+
+    Attributes:
+        mistake: The mistake's name, or ``None`` for failures the check did not name (grouped by ``example``).
+        count: How many submissions failed the check this way.
+        share: ``count`` over the submissions graded on that check.
+        example: The first sentence of one learner's feedback for it.
+    """
+
+    mistake: str | None
+    count: int
+    share: float
+    example: str
+
+
+def mistake_table(results: list[Submission], top: int = 3) -> dict[str, list[MistakeCount]]:
+    """Per graded check (``assignment:check``), its ``top`` most frequent failures, most frequent first.
+
+    Failures are counted by mistake name; a failure without a name counts under its feedback's first
+    sentence. On equal counts a named mistake comes first.
+    """
+    from collections import Counter
+
+    total: Counter[str] = Counter()
+    groups: dict[str, Counter[tuple[str | None, str]]] = {}
+    examples: dict[tuple[str, str | None, str], str] = {}
+    for sub in results:
+        for c in sub.checks:
+            key = f"{sub.assignment}:{c.id}"
+            total[key] += 1
+            if c.passed:
+                continue
+            sentence = first_sentence(c.feedback)
+            group = (c.mistake, "") if c.mistake else (None, sentence)
+            groups.setdefault(key, Counter())[group] += 1
+            examples.setdefault((key, *group), sentence)
+    table: dict[str, list[MistakeCount]] = {}
+    for key in total:
+        ranked = sorted(groups.get(key, Counter()).items(), key=lambda kv: (-kv[1], kv[0][0] is None, kv[0][1]))
+        table[key] = [
+            MistakeCount(name, n, n / total[key], examples[(key, name, text)]) for (name, text), n in ranked[:top]
+        ]
+    return table
+
+
 def write_summary(results: list[Submission], out: str | os.PathLike, top: int = 3) -> Path:
     """Write a one-page HTML class summary (no external assets: the chart is an embedded PNG).
 
-    It shows, per graded check (``assignment:check``), the pass rate and the ``top`` most common
-    failure messages (their first sentence, with how many learners got each), and per exercise
-    the hints asked for (learners who asked, steps in total).
+    It shows, per graded check (``assignment:check``), the pass rate and the ``top`` most frequent
+    mistakes (:func:`mistake_table`: by mistake name, with how many learners made it, their share of
+    the class and one learner's message; a failure without a name by its message's first sentence),
+    and per exercise the hints asked for (learners who asked, steps in total).
 
     Returns:
         The path written.
@@ -521,14 +742,12 @@ def write_summary(results: list[Submission], out: str | os.PathLike, top: int = 
 
     passed: dict[str, int] = {}
     total: dict[str, int] = {}
-    failures: dict[str, Counter[str]] = {}
     for sub in results:
         for c in sub.checks:
             key = f"{sub.assignment}:{c.id}"
             total[key] = total.get(key, 0) + 1
             passed[key] = passed.get(key, 0) + int(c.passed)
-            if not c.passed:
-                failures.setdefault(key, Counter())[first_sentence(c.feedback)] += 1
+    mistakes = mistake_table(results, top)
     hint_steps: Counter[str] = Counter()
     hint_learners: Counter[str] = Counter()
     for sub in results:
@@ -555,8 +774,7 @@ def write_summary(results: list[Submission], out: str | os.PathLike, top: int = 
     esc = html.escape
     rows = []
     for k in keys:
-        common = failures.get(k, Counter()).most_common(top)
-        messages = "".join(f"<li>{n}× {esc(m)}</li>" for m, n in common) or "<li>none</li>"
+        messages = "".join(_mistake_item(m) for m in mistakes.get(k, [])) or "<li>none</li>"
         rows.append(
             f"<tr><td>{esc(k)}</td><td>{passed[k]}/{total[k]} ({100 * passed[k] / total[k]:.0f}%)</td>"
             f"<td><ul>{messages}</ul></td></tr>"
@@ -579,7 +797,7 @@ ul{{margin:0;padding-left:1.2em}}</style>
 <p>{len(results)} submission(s); mean {mean:.0%} of the points. Verdicts: {esc(verdict_text)}.</p>
 <h2>Pass rate per check</h2>
 {chart}
-<table><tr><th>check</th><th>passed</th><th>most common failure messages</th></tr>
+<table><tr><th>check</th><th>passed</th><th>most frequent mistakes (learners, share of the class)</th></tr>
 {"".join(rows)}
 </table>
 <h2>Hints used per exercise</h2>
@@ -592,3 +810,12 @@ ul{{margin:0;padding-left:1.2em}}</style>
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _mistake_item(m: MistakeCount) -> str:
+    import html
+
+    head = f"{m.count}× ({m.share:.0%})"
+    if m.mistake is None:
+        return f"<li>{head} {html.escape(m.example)}</li>"
+    return f"<li>{head} <code>{html.escape(m.mistake)}</code> — e.g. “{html.escape(m.example)}”</li>"

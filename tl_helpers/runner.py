@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -45,6 +46,9 @@ __all__ = [
     "kernel_env",
     "kill_process_group",
     "kill_kernel",
+    "Prestarted",
+    "WarmKernel",
+    "prestart",
     "run_isolated",
     "run_notebook",
     "worker_main",
@@ -83,13 +87,19 @@ class RunOutcome:
         events: What went wrong, one line each ("cell 3 raised NameError", "the kernel died in cell 4").
         results: The JSON the extra cell printed after the marker, or ``None`` if it never did.
         timed_out: The total timeout killed the run.
+        cells_done: How many of the notebook's code cells finished (the grader's cell not counted).
         stderr: The worker's standard error (its last lines explain a crash).
+        timings: ``warm`` (the kernel was pre-started), ``to_first_cell_s`` (from handing over the job to
+            the first cell: starting the kernel, unless it was warm), ``cells_s`` (seconds per cell, the
+            grader's last) and ``total_s`` (from handing over the job to the end).
     """
 
     events: list[str] = field(default_factory=list)
     results: Any = None
     timed_out: bool = False
+    cells_done: int = 0
     stderr: str = ""
+    timings: dict[str, Any] = field(default_factory=dict)
 
 
 def capped_client(nb: Any, cwd: str, cell_timeout: int) -> Any:
@@ -131,12 +141,15 @@ def capped_client(nb: Any, cwd: str, cell_timeout: int) -> Any:
     )
 
 
-def run_notebook(path: str, extra_cell: str, marker: str, cell_timeout: int, result_file: str) -> None:
+def run_notebook(
+    path: str, extra_cell: str, marker: str, cell_timeout: int, result_file: str, warm: WarmKernel | None = None
+) -> None:
     """Worker (its own process): execute the code cells of ``path``, then ``extra_cell``; write a JSON summary.
 
-    The summary (``events``, ``results``, the kernel's pid and process group) is rewritten
-    after every cell, so it survives the worker being killed. ``results`` is the JSON the
-    last cell printed on a line starting with ``marker``.
+    The summary (``events``, ``results``, the kernel's pid and process group, ``timings``) is
+    rewritten after every cell, so it survives the worker being killed. ``results`` is the JSON
+    the last cell printed on a line starting with ``marker``. ``warm``: a kernel this worker
+    started before it was given ``path`` (:func:`worker_main`); used for this notebook only.
     """
     import nbformat
 
@@ -145,11 +158,20 @@ def run_notebook(path: str, extra_cell: str, marker: str, cell_timeout: int, res
     for cell in nb.cells:
         cell.outputs = []
     nb.cells.append(nbformat.v4.new_code_cell(extra_cell))
-    summary: dict[str, Any] = {"events": [], "results": None}
+    summary: dict[str, Any] = {"events": [], "results": None, "timings": {"warm": warm is not None, "cells_s": []}}
 
     def save() -> None:
         Path(result_file).write_text(json.dumps(summary))
 
+    if warm is not None:
+        warm.client.nb = nb
+        warm.client.timeout = cell_timeout
+        try:
+            _run_cells(warm.client, nb, marker, summary, save, already_started=True)
+        finally:
+            warm.close()
+        save()
+        return
     for attempt in (1, 2):  # a kernel that dies while starting (a loaded machine) gets one more start
         client = capped_client(nb, os.path.dirname(path), cell_timeout)
         started = _run_cells(client, nb, marker, summary, save)
@@ -160,24 +182,37 @@ def run_notebook(path: str, extra_cell: str, marker: str, cell_timeout: int, res
     save()
 
 
-def _run_cells(client: Any, nb: Any, marker: str, summary: dict[str, Any], save: Callable[[], None]) -> bool:
-    """Start the kernel and execute ``nb``'s cells into ``summary``; whether the kernel started."""
+def _run_cells(
+    client: Any,
+    nb: Any,
+    marker: str,
+    summary: dict[str, Any],
+    save: Callable[[], None],
+    already_started: bool = False,
+) -> bool:
+    """Start the kernel (unless ``already_started``: a :class:`WarmKernel`'s, which its owner closes) and
+    execute ``nb``'s cells into ``summary``; whether the kernel started."""
+    import contextlib
+
     started = False
     try:
-        with client.setup_kernel():
+        with contextlib.nullcontext() if already_started else client.setup_kernel():
             started = True
+            summary["timings"]["first_cell_at"] = time.time()
             provisioner = getattr(client.km, "provisioner", None)
             summary["kernel_pid"] = getattr(provisioner, "pid", None)
             summary["kernel_pgid"] = getattr(provisioner, "pgid", None)
             save()
             for index, cell in enumerate(nb.cells):
                 last = index == len(nb.cells) - 1
+                cell_start = time.perf_counter()
                 try:
                     client.execute_cell(cell, index)
                 except Exception as exc:  # DeadKernelError, CellTimeoutError...
                     summary["events"].append(f"cell {index + 1}: {type(exc).__name__}: {str(exc)[:200]}")
                     save()
                     if "Dead" in type(exc).__name__ or not client.kc or not client.km.is_alive():
+                        summary["timings"]["cells_s"].append(round(time.perf_counter() - cell_start, 3))
                         summary["events"].append(f"the kernel died in cell {index + 1}")
                         break
                 for out in cell.get("outputs", []):
@@ -188,11 +223,14 @@ def _run_cells(client: Any, nb: Any, marker: str, summary: dict[str, Any], save:
                             if ename == "KeyboardInterrupt"
                             else f"cell {index + 1} raised {ename}"
                         )
+                if not last:
+                    summary["cells_done"] = index + 1  # the safety net re-runs only the cells that finished
                 if last:
                     for out in cell.get("outputs", []):
                         for line in str(out.get("text", "")).splitlines():
                             if line.startswith(marker):
                                 summary["results"] = json.loads(line[len(marker) :])
+                summary["timings"]["cells_s"].append(round(time.perf_counter() - cell_start, 3))
                 save()
     except Exception as exc:
         if started:
@@ -202,17 +240,178 @@ def _run_cells(client: Any, nb: Any, marker: str, summary: dict[str, Any], save:
     return started
 
 
+WARM_IMPORTS = "import torch"
+"""What a pre-started kernel runs before it is given its notebook (not stored in its history): the
+slowest import of every exercise notebook. Nothing of a submission exists yet when it runs."""
+STOP_WAIT = 20
+"""Seconds :meth:`Prestarted.close` lets an unused worker shut its kernel down before killing both."""
+PRESTART_WAIT = 3600
+"""Seconds a pre-started worker waits for its job before it gives up (its grader is gone)."""
+
+
+class WarmKernel:
+    """A kernel a worker started (and warmed with :data:`WARM_IMPORTS`) before it knew its notebook.
+
+    It belongs to one worker, which runs exactly one notebook in it and then shuts it down: a
+    pre-started kernel is never reused, so it holds nothing of any submission but its own.
+    """
+
+    def __init__(self, cwd: str) -> None:
+        import nbformat
+
+        self.client = capped_client(nbformat.v4.new_notebook(), cwd, CELL_TIMEOUT)
+        self.context = self.client.setup_kernel()
+        self.context.__enter__()
+        self._open = True
+        try:
+            warm_cell = nbformat.v4.new_code_cell(WARM_IMPORTS)
+            self.client.nb.cells.append(warm_cell)
+            self.client.execute_cell(warm_cell, 0, store_history=False)
+            self.client.nb.cells.clear()
+            if any(o.get("output_type") == "error" for o in warm_cell.get("outputs", [])):
+                raise RuntimeError("the warm-up imports failed in the pre-started kernel")
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Shut the kernel down (once)."""
+        if self._open:
+            self._open = False
+            self.context.__exit__(None, None, None)
+
+
 def worker_main(job_file: str | os.PathLike) -> int:
     """The ``grade-worker`` subcommand: read (and delete) the job file, then :func:`run_notebook`.
 
     The job file is deleted before any submitted code runs, so a submission cannot read
-    the marker its results must follow.
+    the marker its results must follow. A worker started before its job file exists
+    (:func:`prestart`) first starts and warms its kernel (:class:`WarmKernel`), then waits for
+    the file; if its parent exits, or no job comes within :data:`PRESTART_WAIT` seconds, it
+    shuts the kernel down and exits.
     """
     job_path = Path(job_file)
+    warm: WarmKernel | None = None
+    if not job_path.exists():
+        parent = os.getppid()
+        try:
+            warm = WarmKernel(os.getcwd())
+            provisioner = getattr(warm.client.km, "provisioner", None)
+            kernel = {
+                "kernel_pid": getattr(provisioner, "pid", None),
+                "kernel_pgid": getattr(provisioner, "pgid", None),
+            }
+            job_path.with_name(job_path.name + ".kernel").write_text(json.dumps(kernel))  # for the grader to kill it
+        except Exception:
+            warm = None  # run_notebook starts a kernel the usual way once the job is here
+        deadline = time.monotonic() + PRESTART_WAIT
+        while not job_path.exists():
+            if os.getppid() != parent or time.monotonic() > deadline:
+                if warm is not None:
+                    warm.close()
+                return 1
+            time.sleep(0.02)
     job = json.loads(job_path.read_text())
     job_path.unlink()
-    run_notebook(job["notebook"], job["extra_cell"], job["marker"], int(job["cell_timeout"]), job["result_file"])
+    if job.get("stop"):  # the grader had no notebook left for this worker
+        if warm is not None:
+            warm.close()
+        return 0
+    run_notebook(
+        job["notebook"], job["extra_cell"], job["marker"], int(job["cell_timeout"]), job["result_file"], warm=warm
+    )
     return 0
+
+
+class Prestarted:
+    """A ``grade-worker`` process for one future notebook, in its own fresh folders and session.
+
+    Started (``start=True``) before its notebook is known, it starts and warms its kernel
+    (:class:`WarmKernel`) while the grader is still busy with the previous submission; the
+    notebook then runs in that kernel and the worker, its kernel and its folders end with it.
+    Nothing is ever reused: a submission still gets a process, a kernel and folders that no
+    other submission's code has touched.
+    """
+
+    def __init__(self, *, threads: int | None = None, env: dict[str, str] | None = None, start: bool = True) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="tl-grade-")
+        self._private = tempfile.TemporaryDirectory(prefix="tl-result-")
+        self.work = Path(self._tmp.name) / "work"  # the submission's copy; its neighbours hold nothing of the grader's
+        self.work.mkdir()
+        self.result_file = Path(self._private.name) / f"{secrets.token_hex(8)}.json"
+        self.job_file = Path(self._private.name) / f"{secrets.token_hex(8)}.job.json"
+        env = dict(kernel_env(), PYTHONUNBUFFERED="1", MPLBACKEND="Agg", **(env or {}))
+        if threads is not None:
+            for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+                env[name] = str(max(1, threads))
+        self._env = env
+        self.proc: subprocess.Popen | None = None
+        self.used = False
+        self.closed = False
+        if start:
+            self._start()
+
+    def _start(self) -> None:
+        cmd = [sys.executable, "-m", "tl_helpers", "grade-worker", str(self.job_file)]
+        self.proc = subprocess.Popen(
+            cmd, cwd=self.work, env=self._env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
+
+    def give_job(self, job: dict[str, Any]) -> subprocess.Popen:
+        """Hand the worker its job (written whole, then renamed into place); the worker process.
+
+        Raises:
+            RuntimeError: this worker already had a job (a pre-started worker runs one notebook only).
+        """
+        if self.used:
+            raise RuntimeError("a pre-started grading worker runs one notebook only")
+        self.used = True
+        partial = self.job_file.with_name(self.job_file.name + ".partial")
+        partial.write_text(json.dumps(job))
+        os.replace(partial, self.job_file)
+        if self.proc is None:
+            self._start()
+        assert self.proc is not None
+        return self.proc
+
+    def close(self) -> None:
+        """Stop the worker and its kernel (a job still unread is never run) and delete the folders (once)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.proc is not None:
+            if self.proc.poll() is None and not self.used:  # ask the waiting worker to shut its kernel down
+                self.used = True
+                partial = self.job_file.with_name(self.job_file.name + ".partial")
+                partial.write_text(json.dumps({"stop": True}))
+                os.replace(partial, self.job_file)
+                try:
+                    self.proc.wait(timeout=STOP_WAIT)
+                except subprocess.TimeoutExpired:
+                    pass
+            kill_process_group(self.proc)
+            try:
+                self.proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL was sent
+                pass
+            kill_kernel(_read_json(self.job_file.with_name(self.job_file.name + ".kernel")))
+        self._tmp.cleanup()
+        self._private.cleanup()
+
+
+def prestart(*, threads: int | None = None, env: dict[str, str] | None = None) -> Prestarted:
+    """Start a worker, and its kernel, for the next notebook :func:`run_isolated` will run (see :class:`Prestarted`)."""
+    if isolation_missing():
+        raise RuntimeError("running a notebook isolated needs Linux, macOS or WSL")
+    return Prestarted(threads=threads, env=env, start=True)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def run_isolated(
@@ -224,6 +423,7 @@ def run_isolated(
     total_timeout: int = TOTAL_TIMEOUT,
     threads: int | None = None,
     env: dict[str, str] | None = None,
+    prestarted: Prestarted | None = None,
 ) -> RunOutcome:
     """Run a copy of ``path`` in a fresh kernel (worker process, own session) under the limits.
 
@@ -242,6 +442,9 @@ def run_isolated(
         total_timeout: Seconds for the whole run (then everything is killed).
         threads: Compute threads of the kernel (``None``: its own choice).
         env: Extra environment variables of the kernel.
+        prestarted: A worker :func:`prestart` started earlier, whose kernel is already up (then its own
+            ``threads`` and ``env`` apply, and these are ignored). It runs this notebook only and is
+            closed afterwards. ``None``: start a worker now.
 
     Raises:
         RuntimeError: this Python cannot isolate the run (no POSIX process groups, e.g. native Windows).
@@ -252,35 +455,20 @@ def run_isolated(
             f"running a notebook isolated needs Linux, macOS or WSL: this Python has no {', '.join(missing)}"
         )
     path = Path(path)
-    with (
-        tempfile.TemporaryDirectory(prefix="tl-grade-") as tmp,
-        tempfile.TemporaryDirectory(prefix="tl-result-") as private,
-    ):
-        work = Path(tmp) / "work"  # the submission's copy; its neighbours hold nothing of the grader's
-        work.mkdir()
-        copy = work / path.name
+    slot = prestarted if prestarted is not None else Prestarted(threads=threads, env=env, start=False)
+    try:
+        copy = slot.work / path.name
         shutil.copyfile(path, copy)
-        result_file = Path(private) / f"{secrets.token_hex(8)}.json"
-        job_file = Path(private) / f"{secrets.token_hex(8)}.job.json"
-        job_file.write_text(
-            json.dumps(
-                {
-                    "notebook": str(copy),
-                    "extra_cell": extra_cell,
-                    "marker": marker,
-                    "cell_timeout": cell_timeout,
-                    "result_file": str(result_file),
-                }
-            )
+        proc = slot.give_job(
+            {
+                "notebook": str(copy),
+                "extra_cell": extra_cell,
+                "marker": marker,
+                "cell_timeout": cell_timeout,
+                "result_file": str(slot.result_file),
+            }
         )
-        cmd = [sys.executable, "-m", "tl_helpers", "grade-worker", str(job_file)]
-        env = dict(kernel_env(), PYTHONUNBUFFERED="1", MPLBACKEND="Agg", **(env or {}))
-        if threads is not None:
-            for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-                env[name] = str(max(1, threads))
-        proc = subprocess.Popen(
-            cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-        )
+        handed_at = time.time()
         timed_out = False
         try:
             _, err = proc.communicate(timeout=total_timeout)
@@ -288,19 +476,33 @@ def run_isolated(
             timed_out = True
             kill_process_group(proc)
             _, err = proc.communicate()
+        ended_at = time.time()
         summary: dict[str, Any] = {"events": [], "results": None}
-        if result_file.is_file():
+        if slot.result_file.is_file():
             try:
-                summary = json.loads(result_file.read_text())
+                summary = json.loads(slot.result_file.read_text())
             except ValueError:
                 pass
         kill_process_group(proc)
         kill_kernel(summary)  # a kernel left running (its own session) after a total timeout
+    finally:
+        slot.close()
+    timings = summary.get("timings") if isinstance(summary.get("timings"), dict) else {}
+    first = timings.get("first_cell_at")
+    cells = [float(x) for x in timings.get("cells_s", []) if isinstance(x, (int, float))]
+    timings = {
+        "warm": bool(timings.get("warm")),
+        "to_first_cell_s": round(max(0.0, float(first) - handed_at), 3) if isinstance(first, (int, float)) else None,
+        "cells_s": cells,
+        "total_s": round(ended_at - handed_at, 3),
+    }
     return RunOutcome(
         events=list(summary.get("events", [])),
         results=summary.get("results"),
         timed_out=timed_out,
+        cells_done=int(summary.get("cells_done", 0) or 0),
         stderr=(err or b"").decode(errors="replace"),
+        timings=timings,
     )
 
 

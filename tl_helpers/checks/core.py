@@ -110,14 +110,14 @@ def run_check(id: str, *objects: Any) -> CheckResult:
     try:
         result = CHECKS[id].function(*objects)
     except NotImplementedError:
-        return fail("Not done yet: the exercise cell still raises NotImplementedError.")
+        return fail("Not done yet: the exercise cell still raises NotImplementedError.", mistake="not_done")
     except Exception as exc:  # the learner's own code crashed, or a wrong object type...
         crash = learner_crash(exc, objects)
         if crash is not None:
             return crash
-        return fail(f"The check could not use your objects: {type(exc).__name__}: {exc}")
+        return fail(f"The check could not use your objects: {type(exc).__name__}: {exc}", mistake="unusable_objects")
     if not isinstance(result, CheckResult):  # pragma: no cover - our own bug
-        return fail(f"internal error in check {id!r}")
+        return fail(f"internal error in check {id!r}", mistake="check_error")
     return result
 
 
@@ -207,27 +207,39 @@ def optimizer_vs_trainable(optimizer: Any, model: nn.Module) -> CheckResult | No
             "hand-written training loop would run without an error but change nothing (accuracy stays "
             "near chance). A common cause: a model.parameters() generator (or a (p for p in ...) "
             "expression) that was already consumed, e.g. by counting parameters. "
-            "Make it a list: params = [p for p in model.parameters() if p.requires_grad]."
+            "Make it a list: params = [p for p in model.parameters() if p.requires_grad].",
+            mistake="optimizer_empty",
         )
     if not any(i in names for i in in_opt):
         return fail(
             f"None of the optimizer's {len(in_opt)} tensors belong to this model: it was built on another "
             "model object (a copy, or the model before you reassigned the variable). Build the optimizer "
-            "from this model's parameters, after freezing and replacing the head."
+            "from this model's parameters, after freezing and replacing the head.",
+            mistake="optimizer_other_model",
         )
     frozen = [names.get(i, "?") for i in in_opt if i not in trainable]
     if frozen:
         return fail(
             f"Frozen parameters were handed to the optimizer ({len(frozen)} tensors, e.g. {frozen[0]}): "
             "pass only parameters with requires_grad=True (they would otherwise cost memory, and "
-            "weight decay can still change them)."
+            "weight decay can still change them).",
+            mistake="optimizer_frozen_params",
         )
     missing = [names[i] for i in trainable if i not in set(in_opt)]
     if missing:
         return fail(
             f"{len(missing)} trainable tensor(s) are missing from the optimizer, e.g. {missing[0]}: they "
             "will never be updated. Build the optimizer after freezing/replacing the head, from "
-            "[p for p in model.parameters() if p.requires_grad]."
+            "[p for p in model.parameters() if p.requires_grad].",
+            mistake="optimizer_missing_params",
+        )
+    repeated = sorted({names.get(i, "?") for i in in_opt if in_opt.count(i) > 1})
+    if repeated:
+        return fail(
+            f"{len(repeated)} tensor(s) were given to the optimizer more than once, e.g. {repeated[0]}: each "
+            "step would move them twice (and PyTorch warns about duplicates). Build the parameter list once, "
+            "e.g. [p for p in model.parameters() if p.requires_grad], without adding the head's again.",
+            mistake="optimizer_duplicate_params",
         )
     return None
 
@@ -276,7 +288,10 @@ def learner_error(exc: BaseException, what: str) -> CheckResult:
 
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if is_learner_file(f.filename)]
     where = f" at line {frames[-1].lineno}: `{(frames[-1].line or '').strip()}`" if frames else ""
-    return fail(f"Your {what} raised {type(exc).__name__}: {exc}{where}. Fix that line, then re-run the check.")
+    return fail(
+        f"Your {what} raised {type(exc).__name__}: {exc}{where}. Fix that line, then re-run the check.",
+        mistake="not_done" if isinstance(exc, NotImplementedError) else "crash",
+    )
 
 
 def learner_hooks(objects: tuple[Any, ...]) -> list[tuple[str, str, Callable[..., Any]]]:
@@ -328,7 +343,8 @@ def learner_crash(exc: BaseException, objects: tuple[Any, ...]) -> CheckResult |
         return fail(
             f"Your {kind} `{name}` (on {module}) broke the model's forward pass: {type(exc).__name__}: {exc}"
             f"{_return_line(hook)}. A forward pre-hook must return None (or the new inputs as a tuple), and a "
-            "forward hook None (or the new output), never the module itself. Fix that line, then re-run the check."
+            "forward hook None (or the new output), never the module itself. Fix that line, then re-run the check.",
+            mistake="crash",
         )
     return None
 

@@ -47,7 +47,7 @@ def _unused_new_layer(net: nn.Module, x: torch.Tensor, num_classes: int) -> str 
 @register("replace_head", 2, "a new 10-class head that fits the backbone's features")
 def _check_replace_head(model: Any, num_classes: int = 10) -> CheckResult:
     if not isinstance(model, nn.Module):
-        return fail(f"Expected an nn.Module, got {type(model).__name__}.")
+        return fail(f"Expected an nn.Module, got {type(model).__name__}.", mistake="not_a_module")
     net = copy.deepcopy(model).cpu().float().eval()
     x = probe_images(2)
     try:
@@ -61,18 +61,20 @@ def _check_replace_head(model: Any, num_classes: int = 10) -> CheckResult:
             want = f" ({sizes.group(2)}, but the head expects {sizes.group(3)})" if sizes else ""
             return fail(
                 f"The new head's in_features does not match the number of features the backbone "
-                f"produces{want}: {exc}. Read it from the old head (old.in_features) or model.num_features."
+                f"produces{want}: {exc}. Read it from the old head (old.in_features) or model.num_features.",
+                mistake="head_in_features_wrong",
             )
         return learner_error(exc, "model")
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        return fail(f"Expected logits N x {num_classes}, got {shape}.")
+        return fail(f"Expected logits N x {num_classes}, got {shape}.", mistake="output_not_logits")
     stale = [n for n, m in net.named_modules() if isinstance(m, nn.Linear) and m.out_features != m.weight.shape[0]]
     if stale:
         return fail(
             f"`{stale[0]}.out_features` was changed, but that attribute only describes the layer: its weight "
             f"still has {net.get_submodule(stale[0]).weight.shape[0]} rows. Create a new layer instead: "
-            f"nn.Linear(in_features, {num_classes})."
+            f"nn.Linear(in_features, {num_classes}).",
+            mistake="out_features_attribute_changed",
         )
     if out.shape[1] != num_classes:
         unused = _unused_new_layer(net, x, num_classes)
@@ -81,25 +83,42 @@ def _check_replace_head(model: Any, num_classes: int = 10) -> CheckResult:
                 f"Your new {num_classes}-class layer `{unused}` is never used: forward() does not call a "
                 f"module of that name, so the old head still produces {out.shape[1]} outputs. Assign the "
                 "new layer to the attribute that holds this architecture's head (EfficientNet: "
-                "classifier, ResNet: fc; print(model) shows it)."
+                "classifier, ResNet: fc; print(model) shows it).",
+                mistake="head_not_attached",
             )
     if out.shape[1] == 1000:
         return fail(
             "Still 1000 outputs: the ImageNet head is still there. Replace it with "
-            f"nn.Linear(in_features, {num_classes})."
+            f"nn.Linear(in_features, {num_classes}).",
+            mistake="imagenet_head_kept",
         )
     if out.shape[1] != num_classes:
-        return fail(f"The head has {out.shape[1]} outputs; EuroSAT has {num_classes} classes.")
+        return fail(
+            f"The head has {out.shape[1]} outputs; EuroSAT has {num_classes} classes.", mistake="wrong_num_classes"
+        )
     sums = out.sum(1)
     if bool((out >= 0).all()) and torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
         return fail(
             "The model outputs probabilities (each row sums to 1): your head ends in a softmax. "
             "nn.CrossEntropyLoss applies log-softmax itself and expects raw scores (logits); leave the "
-            "softmax out of the model."
+            "softmax out of the model.",
+            mistake="head_softmax",
+        )
+    from tl_helpers.models import get_head
+
+    try:
+        last = [m for m in get_head(net).modules() if isinstance(m, nn.Linear)]
+    except ValueError:
+        last = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    if last and last[-1].bias is None:
+        return fail(
+            "The new head has no bias (bias=False): each class's score can no longer be shifted on its own, "
+            "as the ImageNet head's could. Create it with nn.Linear(in_features, num_classes) (bias on by default).",
+            mistake="head_without_bias",
         )
     head_ids = head_parameter_ids(net)
     if head_ids and not any(p.requires_grad for p in net.parameters() if id(p) in head_ids):
-        return fail("The new head is frozen (requires_grad=False): it could never learn.")
+        return fail("The new head is frozen (requires_grad=False): it could never learn.", mistake="head_frozen")
     return ok(f"The model outputs {num_classes} logits per image.")
 
 
@@ -144,7 +163,7 @@ def _close(a: float, b: float) -> bool:
 @register("evaluate_mode", 3, "accuracy measured in eval mode, without gradients, without changing the model")
 def _check_evaluate_mode(evaluate_accuracy: Any) -> CheckResult:
     if not callable(evaluate_accuracy):
-        return fail("Pass your evaluate_accuracy function itself.")
+        return fail("Pass your evaluate_accuracy function itself.", mistake="not_a_function")
     net, loader = _mode_probe()
     bn = net[1]
     before = bn.running_mean.clone()
@@ -163,39 +182,48 @@ def _check_evaluate_mode(evaluate_accuracy: Any) -> CheckResult:
         return fail(
             "Evaluation ran in train mode: BatchNorm used batch statistics (and even updated its running "
             "statistics) and Dropout dropped units, so the accuracy is wrong. Call model.eval() "
-            "before evaluating (and use torch.no_grad())."
+            "before evaluating (and use torch.no_grad()).",
+            mistake="eval_train_mode",
         )
     if _close(value, 75.0):
-        return fail("Return a fraction between 0 and 1, not a percentage.")
+        return fail("Return a fraction between 0 and 1, not a percentage.", mistake="accuracy_percentage")
     if _close(value, (8 / 24 + 1 + 1) / 3):
         return fail(
             f"You averaged the per-batch accuracies ({value:.3f}), but the last batch is smaller, so "
             "batches do not weigh the same. Add up the correct predictions and the number of samples "
-            "over all batches, and divide once at the end."
+            "over all batches, and divide once at the end.",
+            mistake="mean_of_batch_accuracies",
         )
     if _close(value, 48 / batches):
-        return fail("You divided by the number of batches (len(loader)); divide by the number of samples.")
+        return fail(
+            "You divided by the number of batches (len(loader)); divide by the number of samples.",
+            mistake="divided_by_batches",
+        )
     if _close(value, 48 / (PROBE_BATCH * batches)):
         return fail(
             "You divided by batch_size x len(loader), which assumes every batch is full; the last one "
-            "usually is not. Count the samples: total += len(y)."
+            "usually is not. Count the samples: total += len(y).",
+            mistake="full_batches_assumed",
         )
     if _close(value, 1.0):
         return fail(
             "That is the accuracy of the last batch only: accumulate correct and total across the loop "
-            "(initialise them before it, not inside)."
+            "(initialise them before it, not inside).",
+            mistake="last_batch_only",
         )
     if not _close(value, 0.75):
         return fail(
             f"On a probe model with accuracy 0.75 in eval mode your function returned {value:.3f}. Count "
             "correct predictions (logits.argmax(1) == y) over the whole loader and divide by the number "
-            "of samples, in eval mode."
+            "of samples, in eval mode.",
+            mistake="accuracy_wrong",
         )
     if grad_enabled and any(grad_enabled):
         return fail(
             "The accuracy is right, but the forward passes ran with gradients enabled: autograd kept every "
             "activation for a backward pass that never comes (memory and time). Wrap the loop in "
-            "`with torch.no_grad():`."
+            "`with torch.no_grad():`.",
+            mistake="no_no_grad",
         )
     net, loader = _mode_probe(start_in_train_mode=False)  # a model found in eval mode must stay there
     try:
@@ -206,7 +234,8 @@ def _check_evaluate_mode(evaluate_accuracy: Any) -> CheckResult:
         return fail(
             "The accuracy is right, but your function leaves a model that was in eval mode in train mode "
             "(it calls model.train() at the end). Restore the mode you found: was_training = "
-            "model.training at the start, model.train(was_training) at the end (or simply leave it in eval mode)."
+            "model.training at the start, model.train(was_training) at the end (or simply leave it in eval mode).",
+            mistake="mode_not_restored",
         )
     return ok(
         "Accuracy measured in eval mode (BatchNorm uses its running statistics, Dropout is off), without gradients."
@@ -251,10 +280,14 @@ def _check_accuracy(acc: Any, model: Any, train_data: Any, test_data: Any) -> Ch
     # The split first: evaluate() restores the mode it found, so a model left in train mode says
     # nothing about how the number was measured.
     train_acc = accuracy_on(model, train_data, limit=1000)
-    if abs(acc - train_acc) <= tol and abs(train_acc - true) > tol:
+    # an augmented training loader (random flips) moves the number a little off the clean training accuracy
+    near_train = abs(acc - train_acc) <= max(tol, 0.03) and abs(acc - train_acc) < abs(acc - true)
+    if near_train and abs(train_acc - true) > tol:
         return fail(
             f"Accuracy computed on the wrong split: {acc:.1%} matches the training images "
-            f"({train_acc:.1%}); on the test images it is {true:.1%}."
+            f"({train_acc:.1%} in eval mode); on the test images it is {true:.1%}. Measure on the test "
+            "loader (test_small), not on the images the model was trained on.",
+            mistake="accuracy_on_training_data",
         )
     torch.manual_seed(0)
     train_mode_acc = accuracy_on(model, test_data, train_mode=True)

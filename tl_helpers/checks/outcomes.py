@@ -31,7 +31,9 @@ __all__ = [
     "confusion_of",
     "graded_heldout",
     "image_passes",
+    "optimizer_steps",
     "predictions_of",
+    "train_mode_batches",
 ]
 
 BUDGET_IMAGE_PASSES = 3000
@@ -60,6 +62,13 @@ PASS_ACCURACY = 0.60
 it; an untrained head (10 %), or a backbone wrecked by a far too high learning rate, does not."""
 
 _STRATEGIES = ("probe", "head-only", "fine-tune")
+_RECIPE_KEYS = ("strategy", "lr", "epochs", "batch_size", "image_size")
+
+MEMORISED_GAP = 0.05
+"""Test-set accuracy this far above the private held-out accuracy (and a test loss under
+:data:`MEMORISED_LOSS_RATIO` of the held-out loss) means the model was trained on test images; measured
+in docs/CHECKS.md (Notebook 06)."""
+MEMORISED_LOSS_RATIO = 0.6
 
 
 def predictions_of(
@@ -118,10 +127,20 @@ def _fake_split(counts: tuple[int, ...]) -> _NoPerClass:
     return _NoPerClass(images, labels, [f"img{i}.jpg" for i in range(len(labels))], classes)
 
 
+def _looks_like_image_tensors(x: Any) -> bool:
+    """Duck typing: images, labels and file names, whatever import made the class (the grader re-imports)."""
+    return (
+        isinstance(getattr(x, "images", None), torch.Tensor)
+        and isinstance(getattr(x, "labels", None), torch.Tensor)
+        and hasattr(x, "files")
+        and len(x.files) == len(x.labels) == len(x.images)
+    )
+
+
 @register("balanced_split", 3, "a seeded subset with n images of every class, drawn by hand")
 def _check_balanced_split(balanced_subset: Any) -> CheckResult:
     if not callable(balanced_subset):
-        return fail("Pass your function balanced_subset(split, n, seed), not its result.")
+        return fail("Pass your function balanced_subset(split, n, seed), not its result.", mistake="not_a_function")
     split = _fake_split((40, 12, 25, 60))
     before = split.images.clone()
     try:
@@ -133,30 +152,45 @@ def _check_balanced_split(balanced_subset: Any) -> CheckResult:
     except RuntimeError as exc:
         if "per_class() is switched off" in str(exc):
             return fail(
-                "You called .per_class(): here the point is to write it — pick n indices of each class yourself."
+                "You called .per_class(): here the point is to write it — pick n indices of each class yourself.",
+                mistake="used_per_class",
             )
         return learner_error(exc, "balanced_subset")
     except Exception as exc:
         return learner_error(exc, "balanced_subset")
     if not torch.equal(split.images, before):
-        return fail("Your function changed the split it was given; build a new subset instead.")
-    if not isinstance(a, ImageTensors):
-        return fail(f"Return an ImageTensors (e.g. split.subset(indices)), not {type(a).__name__}.")
+        return fail(
+            "Your function changed the split it was given; build a new subset instead.", mistake="split_modified"
+        )
+    if not _looks_like_image_tensors(a):
+        return fail(
+            f"Return an ImageTensors (e.g. split.subset(indices)), not {type(a).__name__}.", mistake="not_image_tensors"
+        )
     index = (a.images[:, 0, 0, 0].long() + 256 * a.images[:, 0, 0, 1].long()).tolist()
     if [a.files[i] for i in range(len(a))] != [f"img{i}.jpg" for i in index] or not torch.equal(
         a.labels, a.images[:, 1, 0, 0].long()
     ):
-        return fail("Images, labels and file names no longer line up: select all three with the same indices.")
+        return fail(
+            "Images, labels and file names no longer line up: select all three with the same indices.",
+            mistake="labels_misaligned",
+        )
     if len(set(index)) < len(index):
-        return fail(f"{len(index) - len(set(index))} image(s) drawn twice: draw without replacement.")
+        return fail(
+            f"{len(index) - len(set(index))} image(s) drawn twice: draw without replacement.",
+            mistake="with_replacement",
+        )
     counts = torch.bincount(a.labels, minlength=4).tolist()
     if counts != [10, 10, 10, 10]:
         return fail(
             f"Not balanced: asking for 10 per class gave class counts {counts} on a split whose classes have "
-            "40, 12, 25 and 60 images. Draw n indices *within each class*, not n x classes from the whole split."
+            "40, 12, 25 and 60 images. Draw n indices *within each class*, not n x classes from the whole split.",
+            mistake="not_balanced",
         )
     if a.files != b.files:
-        return fail("The same seed gave two different subsets: seed your generator (e.g. np.random.default_rng(seed)).")
+        return fail(
+            "The same seed gave two different subsets: seed your generator (e.g. np.random.default_rng(seed)).",
+            mistake="unseeded",
+        )
     if a.files == c.files:
         firsts = [
             f"img{i}.jpg" for k in range(4) for i in sorted(torch.nonzero(split.labels == k).flatten().tolist())[:10]
@@ -164,9 +198,10 @@ def _check_balanced_split(balanced_subset: Any) -> CheckResult:
         if sorted(a.files) == sorted(firsts):
             return fail(
                 "Always the first n images of each class, whatever the seed: shuffle (with the seed) before "
-                "taking n — file order is not random."
+                "taking n — file order is not random.",
+                mistake="first_n_not_random",
             )
-        return fail("Seeds 0 and 1 gave the same subset: the seed must drive the draw.")
+        return fail("Seeds 0 and 1 gave the same subset: the seed must drive the draw.", mistake="seed_ignored")
     return ok("n images of every class, without repeats, reproducible from the seed, labels aligned.")
 
 
@@ -184,60 +219,177 @@ def graded_heldout() -> ImageTensors:
     return load_eurosat_heldout(HELDOUT_PER_CLASS)
 
 
-def _recipe_problem(recipe: Any) -> str | None:
+def _recipe_problem(recipe: Any) -> tuple[str, str] | None:
     if not isinstance(recipe, Mapping):
         return (
-            "Describe your choice in a dict: recipe = {'strategy': ..., 'lr': ..., 'epochs': ..., 'image_size': ...}."
+            "Describe your choice in a dict: recipe = {'strategy': ..., 'lr': ..., 'epochs': ..., 'batch_size': ..., "
+            "'image_size': ...}.",
+            "recipe_not_a_dict",
         )
-    missing = [k for k in ("strategy", "lr", "epochs", "image_size") if k not in recipe]
+    missing = [k for k in _RECIPE_KEYS if k not in recipe]
     if missing:
-        return f"recipe is missing {', '.join(missing)}."
+        return f"recipe is missing {', '.join(missing)}.", "recipe_incomplete"
     if recipe["strategy"] not in _STRATEGIES:
-        return f"recipe['strategy'] must be one of {', '.join(_STRATEGIES)}, not {recipe['strategy']!r}."
+        return (
+            f"recipe['strategy'] must be one of {', '.join(_STRATEGIES)}, not {recipe['strategy']!r}.",
+            "unknown_strategy",
+        )
+    try:
+        if int(recipe["epochs"]) < 1 or int(recipe["batch_size"]) < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        return "recipe['epochs'] and recipe['batch_size'] must be whole numbers of at least 1.", "recipe_incomplete"
     return None
 
 
-def _epochs_of(history: Any, recipe: Mapping[str, Any]) -> int:
+def _epochs_of(history: Any) -> int | None:
+    """Epochs recorded by ``history`` (a ``fit`` History or its dict), ``None`` when it records none."""
     if hasattr(history, "epochs"):
         return int(history.epochs)
     if isinstance(history, Mapping) and "train_loss" in history:
         return len(history["train_loss"])
-    return int(recipe["epochs"])
+    return None
+
+
+def optimizer_steps(optimizer: Any) -> int | None:
+    """The most steps any parameter of ``optimizer`` has taken (Adam/AdamW ``state['step']``), if it counts them."""
+    steps = []
+    for state in getattr(optimizer, "state", {}).values():
+        step = state.get("step") if isinstance(state, Mapping) else None
+        if step is not None:
+            steps.append(int(step.item() if isinstance(step, torch.Tensor) else step))
+    return max(steps) if steps else None
+
+
+def train_mode_batches(model: nn.Module) -> int:
+    """Batches the model's BatchNorm layers saw in train mode (``num_batches_tracked``; pretrained weights: 0)."""
+    counts = [
+        int(m.num_batches_tracked)
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.num_batches_tracked is not None
+    ]
+    return max(counts, default=0)
+
+
+def _drifting_frozen_bn(model: nn.Module) -> list[str]:
+    """Frozen BatchNorm layers that ran on batch statistics during training (train mode or no running stats)."""
+    names = []
+    for name, m in model.named_modules():
+        if not isinstance(m, nn.modules.batchnorm._BatchNorm):
+            continue
+        if any(p.requires_grad for p in m.parameters(recurse=False)):
+            continue
+        tracked = m.num_batches_tracked is not None and int(m.num_batches_tracked) > 0
+        if tracked or not m.track_running_stats or m.running_mean is None:
+            names.append(name)
+    return names
+
+
+def _fit_stats(model: nn.Module, data: Any, size: int) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of (a copy of) ``model`` in eval mode on ``data``."""
+    pre = preprocessing_of(model)
+    transform = BatchTransform(pre.mean, pre.std, int(size), pre.interpolation)
+    net = copy.deepcopy(model).cpu().float().eval()
+    logits = []
+    with torch.no_grad():
+        for start in range(0, len(data), 100):
+            logits.append(net(transform.transform(data.images[start : start + 100])))
+    out = torch.cat(logits)
+    labels = torch.as_tensor(data.labels)
+    return float((out.argmax(1) == labels).float().mean()), float(nn.functional.cross_entropy(out, labels))
 
 
 @register("recipe_outcome", 4, "a recipe within the training budget, scored on private held-out images")
-def _check_recipe_outcome(model: Any, recipe: Any, history: Any, train_data: Any) -> CheckResult:
+def _check_recipe_outcome(
+    model: Any, recipe: Any, history: Any, train_data: Any, test_data: Any = None, optimizer: Any = None
+) -> CheckResult:
     from tl_helpers.data import load_eurosat
 
     problem = _recipe_problem(recipe)
     if problem:
-        return fail(problem)
+        return fail(*problem)
     if not isinstance(model, nn.Module):
-        return fail(f"Pass your trained model (an nn.Module), not {type(model).__name__}.")
+        return fail(f"Pass your trained model (an nn.Module), not {type(model).__name__}.", mistake="not_a_model")
     size = int(recipe["image_size"])
     if size != 64:
-        return fail(f"This exercise trains at 64 px (the accuracy check measures there); recipe says {size}.")
+        return fail(
+            f"This exercise trains at 64 px (the accuracy check measures there); recipe says {size}.",
+            mistake="wrong_image_size",
+        )
     counts = torch.bincount(torch.as_tensor(train_data.labels), minlength=10)
     if int(counts.max()) > MAX_TRAIN_PER_CLASS:
         return fail(
-            f"Over the budget: up to {MAX_TRAIN_PER_CLASS} training images per class, yours has {int(counts.max())}."
+            f"Over the budget: up to {MAX_TRAIN_PER_CLASS} training images per class, yours has {int(counts.max())}.",
+            mistake="train_subset_too_large",
         )
     test_files = set(load_eurosat(("test",), progress=False)["test"].files)
     leaked = [f for f in train_data.files if f in test_files]
     if leaked:
         return fail(
             f"Test images used for training ({len(leaked)}, e.g. {leaked[0]}): the test set only measures. "
-            "Train on images from data['train']."
+            "Train on images from data['train'].",
+            mistake="trained_on_test_images",
         )
-    epochs = _epochs_of(history, recipe)
-    cost = image_passes(epochs, len(train_data), size)
+    stated = int(recipe["epochs"])
+    recorded = _epochs_of(history)
+    if recorded is not None and recorded > stated:
+        return fail(
+            f"history records {recorded} epochs, your recipe states {stated}: the budget counts the epochs you "
+            "really trained. Set recipe['epochs'] to what you pass to fit.",
+            mistake="epochs_past_recipe",
+        )
+    cost = image_passes(stated, len(train_data), size)
     if cost > BUDGET_IMAGE_PASSES:
         return fail(
-            f"Trained past the budget: {epochs} epochs x {len(train_data)} images at {size} px = {cost:,.0f} image "
-            f"passes, the budget is {BUDGET_IMAGE_PASSES:,} (fewer epochs, fewer images or smaller images)."
+            f"Trained past the budget: {stated} epochs x {len(train_data)} images at {size} px = {cost:,.0f} image "
+            f"passes, the budget is {BUDGET_IMAGE_PASSES:,} (fewer epochs, fewer images or smaller images).",
+            mistake="over_budget",
         )
+    # The work really done, from counters the training itself leaves behind (see docs/CHECKS.md, Budgets):
+    # one optimizer step and one train-mode BatchNorm batch per batch of training data.
+    batch = int(recipe["batch_size"])
+    allowed = stated * -(-len(train_data) // batch)
+    slack = max(2, allowed // 10)
+    steps = optimizer_steps(optimizer)
+    batches = train_mode_batches(model)
+    why = (
+        "a second call to fit, an extra training loop, or a training set larger than the one you passed here "
+        "(the budget counts every image pass)"
+    )
+    if steps is not None and steps > allowed + slack:
+        return fail(
+            f"Your optimizer took {steps} steps; your recipe ({stated} epochs of {len(train_data)} images in "
+            f"batches of {batch}) allows {allowed}. That is training past the budget: {why}.",
+            mistake="extra_training_steps",
+        )
+    if batches > allowed + slack:
+        return fail(
+            f"Your model's BatchNorm layers saw {batches} batches in train mode; your recipe ({stated} epochs of "
+            f"{len(train_data)} images in batches of {batch}) allows {allowed}. That is training past the budget: "
+            f"{why}. (Measuring in train mode also counts: measure with model.eval().)",
+            mistake="extra_training_passes",
+        )
+    if recipe["strategy"] in ("head-only", "probe"):
+        drifting = _drifting_frozen_bn(model)
+        if drifting:
+            return fail(
+                f"Frozen backbone, but {len(drifting)} of its BatchNorm layers (e.g. {drifting[0]!r}) ran on batch "
+                "statistics during training: the head learned on features it never sees in eval mode. Keep the "
+                "frozen BatchNorm layers in eval mode while training (call .eval() on them after model.train()).",
+                mistake="head_only_bn_drift",
+            )
     held = graded_heldout()
     acc = float((predictions_of(model, held, size) == held.labels).float().mean())
+    if test_data is not None and hasattr(test_data, "images") and len(test_data):
+        test_acc, test_loss = _fit_stats(model, test_data, size)
+        held_acc, held_loss = _fit_stats(model, held, size)
+        if test_acc - held_acc > MEMORISED_GAP and test_loss < MEMORISED_LOSS_RATIO * held_loss:
+            return fail(
+                f"Your model knows the test images: {test_acc:.1%} on test_small (loss {test_loss:.2f}) against "
+                f"{held_acc:.1%} on {len(held)} private images of the same classes (loss {held_loss:.2f}). "
+                "Test images were used for training (or to choose the model). Train on data['train'] only.",
+                mistake="test_images_memorised",
+            )
     baselines = ", ".join(f"{k} {v:.0%}" for k, v in BASELINES.items())
     if acc < PASS_ACCURACY:
         low = recipe.get("strategy") == "fine-tune" and isinstance(recipe.get("lr"), (int, float))
@@ -246,12 +398,14 @@ def _check_recipe_outcome(model: Any, recipe: Any, history: Any, train_data: Any
                 f"On {len(held)} private images your model scores {acc:.1%}: with one learning rate of "
                 f"{recipe['lr']:g} for everything, the new, random head cannot learn in so few steps (measured: "
                 "16.6 % at 1e-5). Low rates are for the pretrained backbone: give the head its own, larger rate "
-                "(parameter groups) or train it first on the frozen backbone (two phases)."
+                "(parameter groups) or train it first on the frozen backbone (two phases).",
+                mistake="lr_too_low_for_new_head",
             )
         return fail(
             f"On {len(held)} private images your model scores {acc:.1%}, below the {PASS_ACCURACY:.0%} a sound "
             f"recipe reaches in this budget (measured: {baselines}). Check the learning rate for your strategy "
-            "and that the model is trained (and its head sized for 10 classes)."
+            "and that the model is trained (and its head sized for 10 classes).",
+            mistake="below_private_bar",
         )
     return ok(
         f"{recipe['strategy']} at lr {recipe['lr']}, {cost:,.0f} of {BUDGET_IMAGE_PASSES:,} image passes: "

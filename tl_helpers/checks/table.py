@@ -11,18 +11,18 @@ from __future__ import annotations
 from tl_helpers.checks.core import CHECKS
 from tl_helpers.checks.registry import graded_in
 
-__all__ = ["ASSIGNMENTS", "BUDGETS", "GRADED", "total_points"]
+__all__ = ["ASSIGNMENTS", "BUDGETS", "GRADED", "NET_FACTOR", "NET_FLOOR", "total_points"]
 
 # notebook stem -> [(exercise id, notebook variables passed to its check)], in the order the notebook asks them
 GRADED: dict[str, list[tuple[str, tuple[str, ...]]]] = {
     "01_pretrained_models_exercises": [
         ("preprocess", ("preprocess", "model")),
         ("imagenet_topk", ("top_predictions",)),
-        ("better_layer", ("probe_scores", "better_layer")),
+        ("better_layer", ("probe_scores", "better_layer", "pooled_features")),
     ],
     "02_feature_extraction_exercises": [
         ("normalisation", ("normalise", "model")),
-        ("feature_extractor", ("extractor",)),
+        ("feature_extractor", ("extractor_as_built",)),
         ("split_leakage", ("train_small", "test_small")),
         ("extract_loop", ("extract_features",)),
         (
@@ -66,12 +66,12 @@ GRADED: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("balanced_split", ("balanced_subset",)),
         ("split_leakage", ("train_small", "test_small")),
         ("optimizer_params", ("optimizer", "model")),
-        ("recipe_outcome", ("model", "recipe", "history", "train_small")),
+        ("recipe_outcome", ("model", "recipe", "history", "train_small", "test_small", "optimizer")),
         ("honest_accuracy", ("test_acc", "model", "train_small", "test_small")),
         ("confused_pair", ("confused_pair", "model", "test_small", "recipe")),
     ],
     "07_when_transfer_helps_exercises": [
-        ("digits_strategy", ("predict_digits",)),
+        ("digits_strategy", ("predict_digits", "scores")),
         ("few_shot_ncm", ("nearest_class_mean",)),
     ],
     "08_transfer_in_language_exercises": [
@@ -90,13 +90,19 @@ ASSIGNMENTS: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
     for stem, rows in GRADED.items()
 }
 
-# notebook stem -> the CPU budget in seconds for the whole notebook (kernel start included); the batch
-# grader uses it instead of its --total-timeout and says "over the time budget" when a run exceeds it.
-# Outcome exercises state their budget in the notebook's text; keep the two equal.
+# notebook stem -> seconds the solution notebook takes on the reference machine (kernel start included,
+# 2 CPU cores, unloaded). The budget a learner must respect is stated in WORK in the notebook (06: image passes,
+# enforced by the recipe check); the grader's wall-clock limit is only a safety net derived from these
+# numbers, scaled by how fast the grading machine runs a reference workload (tl_helpers.grading.budget_of):
+# net = max(NET_FLOOR, NET_FACTOR x REFERENCE_SECONDS[stem] x slowdown).
 BUDGETS: dict[str, int] = {
-    "06_capstone_quick_check_exercises": 240,  # "stops the whole notebook after 4 minutes"
-    "07_when_transfer_helps_exercises": 150,  # "after 2½ minutes"
+    "06_capstone_quick_check_exercises": 80,
+    "07_when_transfer_helps_exercises": 50,
 }
+NET_FACTOR = 4
+"""How many times the reference time a notebook may take before the safety net stops it."""
+NET_FLOOR = 240
+"""The safety net never stops a notebook before this many seconds."""
 
 
 def total_points(assignment: str) -> int:

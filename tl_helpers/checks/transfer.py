@@ -55,10 +55,43 @@ def graded_digits() -> tuple[np.ndarray, np.ndarray]:
     return private_digits()
 
 
+def _check_comparison(scores: Any) -> CheckResult | None:
+    """What is wrong with the learner's ``scores`` {candidate: validation accuracy} (None: a real comparison)."""
+    if not isinstance(scores, dict) or len(scores) < 2:
+        return fail(
+            "scores should hold the validation accuracy of at least two candidates, {name: accuracy}, e.g. one "
+            "without transfer (raw pixels) and one with it (ImageNet features): the choice must come from "
+            "comparing them on a validation part of the public digits.",
+            mistake="no_comparison",
+        )
+    try:
+        values = {str(k): float(v) for k, v in scores.items()}
+    except (TypeError, ValueError):
+        return fail("scores should map each candidate's name to one accuracy (a number).", mistake="wrong_type")
+    if any(v > 1.0 for v in values.values()):
+        return fail(
+            "Give the accuracies in scores as fractions between 0 and 1, not percentages.", mistake="percentage"
+        )
+    if any(v < 0.0 for v in values.values()) or len(set(values.values())) == 1 and len(values) > 2:
+        return fail(
+            f"scores {values} do not look like measured validation accuracies: fit each candidate on one part "
+            "of the public digits and score it on the other.",
+            mistake="scores_not_measured",
+        )
+    return None
+
+
 @register("digits_strategy", 4, "a strategy for a distant domain, scored on private digits")
-def _check_digits_strategy(predict_digits: Any) -> CheckResult:
+def _check_digits_strategy(predict_digits: Any, scores: Any = None) -> CheckResult:
+    if scores is not None:  # the comparison the exercise asks for, before the predictor is scored
+        problem = _check_comparison(scores)
+        if problem is not None:
+            return problem
     if not callable(predict_digits):
-        return fail("Pass your function predict_digits(images) (N x 8 x 8 in [0, 1] -> N labels), not its result.")
+        return fail(
+            "Pass your function predict_digits(images) (N x 8 x 8 in [0, 1] -> N labels), not its result.",
+            mistake="not_a_function",
+        )
     X, y = graded_digits()
     given = X.copy()
     try:
@@ -69,16 +102,31 @@ def _check_digits_strategy(predict_digits: Any) -> CheckResult:
         return learner_error(exc, "predict_digits")
     pred = np.asarray(out.detach().cpu() if isinstance(out, torch.Tensor) else out)
     if pred.ndim == 2 and pred.shape == (len(y), 10):
-        return fail("predict_digits returns one score per class: return labels (the argmax of each row).")
+        return fail(
+            "predict_digits returns one score per class: return labels (the argmax of each row).",
+            mistake="scores_not_labels",
+        )
     if pred.shape != (len(y),):
-        return fail(f"Expected {len(y)} labels for {len(y)} images, got an array of shape {pred.shape}.")
+        return fail(
+            f"Expected {len(y)} labels for {len(y)} images, got an array of shape {pred.shape}.", mistake="wrong_shape"
+        )
     acc = float(np.mean(pred.astype(np.int64) == y))
     baselines = ", ".join(f"{k} {v:.1%}" for k, v in DIGITS_BASELINES.items())
+    if scores is not None:
+        best = max(scores, key=lambda k: float(scores[k]))
+        if acc < float(scores[best]) - 0.06:
+            return fail(
+                f"Your own comparison says {str(best)!r} is best ({float(scores[best]):.1%} on validation), but your "
+                f"predict_digits gets {acc:.1%} on {len(y)} private digits, far below it: predict with the "
+                "candidate that won your comparison (refitted the same way), not another one.",
+                mistake="choice_contradicts_scores",
+            )
     if acc < DIGITS_PASS_ACCURACY:
         return fail(
             f"{acc:.1%} on {len(y)} private digits, below {DIGITS_PASS_ACCURACY:.0%}, the level of the "
             f"no-transfer baseline (measured: {baselines}). On a domain this far from ImageNet, compare every "
-            "candidate with a no-transfer baseline on a validation part of the public digits before choosing."
+            "candidate with a no-transfer baseline on a validation part of the public digits before choosing.",
+            mistake="below_no_transfer_baseline",
         )
     return ok(f"{acc:.1%} on {len(y)} private digits (measured baselines: {baselines}).")
 
@@ -89,19 +137,65 @@ def _reference_ncm(Xs: torch.Tensor, ys: torch.Tensor, Xq: torch.Tensor) -> torc
     return nearest_class_mean(Xs, ys, Xq)
 
 
-def _few_shot_case(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Support and query sets on which cosine and Euclidean nearest-mean rules disagree (labels 2, 5, 7)."""
+def _few_shot_case(seed: int = 850) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Support and query sets (labels 2, 5, 7) on which every nearest-mean rule of :func:`_ncm_variants` differs.
+
+    Support features have very different norms (within and across classes) and the classes have different
+    spreads, so the mean of raw features points elsewhere than the mean of unit features, and the means of
+    unit features have different lengths; seed 850 was searched so that each wrong rule mislabels at least
+    6 of the 15 queries and the right rule's two best similarities differ by at least 0.012 for every query.
+    """
     g = torch.Generator().manual_seed(seed)
-    directions = torch.nn.functional.normalize(torch.randn(3, 16, generator=g), dim=1)
-    scales = torch.tensor([1.0, 6.0, 0.3])  # very different norms per class
-    labels = torch.tensor([2, 5, 7])
-    Xs = torch.cat([directions[k] * scales[k] * (1 + 0.3 * torch.rand(4, 1, generator=g)) for k in range(3)])
-    Xs = Xs + 0.05 * torch.randn(Xs.shape, generator=g)
-    ys = labels.repeat_interleave(4)
-    query_scale = torch.tensor([6.0, 0.3, 1.0])  # queries at another class's norm
-    Xq = torch.cat([directions[k] * query_scale[k] * (1 + 0.2 * torch.rand(5, 1, generator=g)) for k in range(3)])
-    Xq = Xq + 0.05 * torch.randn(Xq.shape, generator=g)
-    return Xs, ys, Xq
+    normalize = torch.nn.functional.normalize
+    labels, dim = torch.tensor([2, 5, 7]), 16
+    directions = normalize(torch.randn(3, dim, generator=g), dim=1)
+    spread = torch.tensor([0.1, 1.2, 0.5])
+    scale = torch.tensor([1.0, 6.0, 0.3])
+    support, support_labels = [], []
+    for k in range(3):
+        unit = normalize(directions[k] + spread[k] * torch.randn(4, dim, generator=g), dim=1)
+        support.append(unit * torch.exp(1.5 * torch.randn(4, 1, generator=g)) * scale[k])
+        support_labels.append(labels[k].repeat(4))
+    Xq = normalize(torch.randn(15, dim, generator=g) * 0.6 + directions.repeat_interleave(5, 0), dim=1)
+    Xq = Xq * torch.exp(torch.randn(15, 1, generator=g)) * 3
+    return torch.cat(support), torch.cat(support_labels), Xq
+
+
+def _ncm_variants(Xs: torch.Tensor, ys: torch.Tensor, Xq: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The labels each plausible wrong nearest-mean rule gives (mistake name -> labels)."""
+    normalize = torch.nn.functional.normalize
+    classes = torch.unique(ys)
+    unit = normalize(Xs, dim=1)
+    unit_means = torch.stack([unit[ys == c].mean(0) for c in classes])
+    raw_means = torch.stack([Xs[ys == c].mean(0) for c in classes])
+    query = normalize(Xq, dim=1)
+    return {
+        "ncm_euclidean_raw": classes[torch.cdist(Xq, raw_means).argmin(1)],
+        "ncm_dot_raw": classes[(Xq @ raw_means.T).argmax(1)],
+        "ncm_means_not_renormalised": classes[(query @ unit_means.T).argmax(1)],
+        "ncm_means_not_renormalised_euclidean": classes[torch.cdist(query, unit_means).argmin(1)],
+        "ncm_support_not_normalised": classes[(query @ normalize(raw_means, dim=1).T).argmax(1)],
+        "ncm_least_similar": classes[(query @ normalize(unit_means, dim=1).T).argmin(1)],
+    }
+
+
+_NCM_MESSAGES = {
+    "ncm_euclidean_raw": "That is the Euclidean nearest mean of the raw features: large-norm features dominate. "
+    "L2-normalise the features (and the means) and compare by cosine similarity (a dot product of unit vectors).",
+    "ncm_dot_raw": "You compare raw dot products with raw class means: a class whose features are long wins "
+    "whatever the direction. L2-normalise the support and query features and the class means first.",
+    "ncm_means_not_renormalised": "Your class means are averages of unit vectors, but you did not normalise "
+    "the means again: an average of unit vectors is shorter than 1 (shorter for a class that is spread "
+    "out), so your dot product is no longer the cosine similarity and favours tight classes. L2-normalise "
+    "each class mean before comparing.",
+    "ncm_means_not_renormalised_euclidean": "You compare queries with the class means by Euclidean distance, but "
+    "the means (averages of unit vectors) are not unit vectors themselves, so this is not the cosine rule. "
+    "L2-normalise each class mean, then take the largest cosine similarity.",
+    "ncm_support_not_normalised": "You averaged the raw support features and normalised only the mean: a "
+    "support image with a long feature vector outweighs the others. Normalise each support feature first, "
+    "then average per class, then normalise the means.",
+    "ncm_least_similar": "You pick the *least* similar class mean: take the argmax of the cosine similarity.",
+}
 
 
 @register("few_shot_ncm", 3, "nearest class mean by cosine similarity, written by hand")
@@ -109,10 +203,12 @@ def _check_few_shot_ncm(nearest_class_mean: Any) -> CheckResult:
     from tl_helpers import features
 
     if not callable(nearest_class_mean):
-        return fail("Pass your function nearest_class_mean(X_support, y_support, X_query).")
+        return fail("Pass your function nearest_class_mean(X_support, y_support, X_query).", mistake="not_a_function")
     if nearest_class_mean is features.nearest_class_mean:
-        return fail("That is the course's features.nearest_class_mean: write the rule yourself.")
-    Xs, ys, Xq = _few_shot_case(0)
+        return fail(
+            "That is the course's features.nearest_class_mean: write the rule yourself.", mistake="course_function"
+        )
+    Xs, ys, Xq = _few_shot_case()
     copies = (Xs.clone(), ys.clone(), Xq.clone())
     try:
         got = nearest_class_mean(*copies)
@@ -120,33 +216,38 @@ def _check_few_shot_ncm(nearest_class_mean: Any) -> CheckResult:
         raise
     except Exception as exc:
         return learner_error(exc, "nearest_class_mean")
-    got = torch.as_tensor(got).flatten()
+    if not (torch.equal(copies[0], Xs) and torch.equal(copies[2], Xq)):
+        return fail(
+            "nearest_class_mean changed the support or query features in place (e.g. an in-place normalisation): "
+            "compute new tensors instead, the caller's features must stay as they were.",
+            mistake="inputs_modified",
+        )
+    got = torch.as_tensor(np.asarray(got.detach().cpu() if isinstance(got, torch.Tensor) else got)).flatten()
     want = _reference_ncm(Xs, ys, Xq)
     if got.shape != want.shape:
-        return fail(f"Expected one label per query ({len(want)}), got shape {tuple(got.shape)}.")
+        return fail(f"Expected one label per query ({len(want)}), got shape {tuple(got.shape)}.", mistake="wrong_shape")
+    got = got.long()
     if torch.equal(got, want):
         return ok("One mean per class of the L2-normalised support features, each query labelled by cosine similarity.")
-    if set(got.tolist()) <= {0, 1, 2} and torch.equal(torch.tensor([2, 5, 7])[got.long()], want):
+    classes = torch.unique(ys)
+    if set(got.tolist()) <= set(range(len(classes))) and torch.equal(classes[got], want):
         return fail(
             "You return the position of the nearest mean (0, 1, 2...), not the class label: with labels "
-            "2, 5, 7 map positions back through the sorted list of classes (torch.unique(y_support))."
+            "2, 5, 7 map positions back through the sorted list of classes (torch.unique(y_support)).",
+            mistake="ncm_position_not_label",
         )
+    for mistake, labels in _ncm_variants(Xs, ys, Xq).items():
+        if torch.equal(got, labels):
+            return fail(_NCM_MESSAGES[mistake], mistake=mistake)
     if len(set(got.tolist())) == 1:
-        return fail("Every query gets the same label: compute one mean per class, not one over all support images.")
-    classes = torch.unique(ys)
-    raw_means = torch.stack([Xs[ys == c].mean(0) for c in classes])
-    if torch.equal(got, classes[torch.cdist(Xq, raw_means).argmin(1)]):
         return fail(
-            "That is the Euclidean nearest mean of the raw features: large-norm features dominate. L2-normalise "
-            "the features (and the means) and compare by cosine similarity (a dot product of unit vectors)."
+            "Every query gets the same label: compute one mean per class, not one over all support images.",
+            mistake="ncm_one_mean",
         )
-    norm = torch.nn.functional.normalize
-    cos = norm(Xq, dim=1) @ norm(torch.stack([norm(Xs, dim=1)[ys == c].mean(0) for c in classes]), dim=1).T
-    if torch.equal(got, classes[cos.argmin(1)]):
-        return fail("You pick the *least* similar class mean: take the argmax of the cosine similarity.")
     return fail(
         f"{int((got == want).sum())} of {len(want)} queries get the nearest-class-mean label. Normalise the "
-        "support and query features, average per class, normalise the means, take the most similar."
+        "support and query features, average per class, normalise the means, take the most similar.",
+        mistake="ncm_wrong_labels",
     )
 
 
