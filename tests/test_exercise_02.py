@@ -292,3 +292,17 @@ def test_split_leakage_names_the_split_a_set_came_from():
     assert not result.passed and result.mistake == "train_test_overlap", result.feedback
     result = run_check("split_leakage", test, data["test"].per_class(20, seed=1))
     assert not result.passed and result.mistake in {"train_test_overlap", "train_from_test_split"}, result.feedback
+
+
+def test_split_leakage_sees_overlap_by_content():
+    from tl_helpers.data import ImageTensors
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, 3, 8, 8), generator=g, dtype=torch.uint8)
+    labels = torch.arange(8) % 2
+    train = ImageTensors(images[:6], labels[:6], [f"x/train_{i}.jpg" for i in range(6)])
+    renamed = ImageTensors(images[4:], labels[4:], [f"x/test_{i}.jpg" for i in range(4)])  # 2 training images
+    result = run_check("split_leakage", train, renamed)
+    assert not result.passed and result.mistake == "train_test_overlap", result.feedback
+    clean = ImageTensors(images[6:], labels[6:], [f"x/test_{i}.jpg" for i in range(2)])
+    assert run_check("split_leakage", train, clean).passed

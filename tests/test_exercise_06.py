@@ -197,19 +197,19 @@ def test_confused_pair_correct_answers_pass():
 
 
 @pytest.mark.parametrize(
-    "answer, phrase",
+    "answer, phrase, mistake",
     [
-        (("C", "B"), "Reversed"),
-        (("B", "B"), "diagonal"),
-        (("A", "B"), "train mode"),
-        (("D", "C"), "Compute the confusion matrix of *this* model"),
-        (("Bee", "C"), "not a class name"),
-        ("B", "Give a pair"),
+        (("C", "B"), "Reversed", "pair_reversed"),
+        (("B", "B"), "diagonal", "diagonal_pair"),
+        (("A", "B"), "train mode", "pair_from_train_mode"),
+        (("D", "C"), "Compute the confusion matrix of *this* model", "not_the_top_pair"),
+        (("Bee", "C"), "not a class name", "unknown_class"),
+        ("B", "Give a pair", "not_a_pair"),
     ],
 )
-def test_confused_pair_wrong_answers_are_named(answer, phrase):
+def test_confused_pair_wrong_answers_are_named(answer, phrase, mistake):
     result = run_check("confused_pair", answer, tiny_model(), tiny_test_set(), {"image_size": 64})
-    assert not result.passed
+    assert not result.passed and result.mistake == mistake, result.mistake
     assert phrase in result.feedback, result.feedback
 
 
@@ -221,6 +221,7 @@ def test_confused_pair_marginals_instead_of_the_cell():
     result = run_check("confused_pair", ("B", "C"), model, tiny_test_set(), {"image_size": 64})
     assert not result.passed
     assert "most frequent wrong prediction" in result.feedback, result.feedback
+    assert result.mistake == "pair_from_marginals"
 
 
 # ----------------------------------------------------------------------------- recipe_outcome (budget, leakage)
@@ -438,3 +439,89 @@ def test_recipe_model_that_memorised_the_test_images_is_named(no_real_data, monk
     result = run_check("recipe_outcome", honest, dict(RECIPE, epochs=1), history_of(1), train_set(30), test)
     assert result.passed, result.feedback
 
+
+# ----------------------------------------------------------------------------- honest_accuracy (the `accuracy` check)
+
+
+class PixelLookup(nn.Module):
+    """Knows the label of every training image by its pixels (train accuracy 1.0) and of the first
+    ``test_right`` test images; every other image gets a wrong label. The same in train and eval mode."""
+
+    def __init__(self, train: ImageTensors, test: ImageTensors, test_right: int) -> None:
+        super().__init__()
+        from tl_helpers.checks.core import preprocessing_of
+        from tl_helpers.data import BatchTransform
+
+        pre = preprocessing_of(self)
+        transform = BatchTransform(pre.mean, pre.std, 64, pre.interpolation)
+        images = torch.cat([train.images, test.images])
+        self.keys = transform.transform(images).flatten(1).sum(1)
+        right = torch.cat([torch.ones(len(train), dtype=torch.bool), torch.arange(len(test)) < test_right])
+        labels = torch.cat([train.labels, test.labels])
+        self.answers = torch.where(right, labels, (labels + 1) % 10)
+        self.bn = nn.BatchNorm1d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nearest = (x.flatten(1).sum(1)[:, None] - self.keys[None]).abs().argmin(1)
+        return nn.functional.one_hot(self.answers[nearest], 10).float() + 0 * self.bn(x.mean((1, 2, 3))[:, None])
+
+
+@pytest.fixture(scope="module")
+def memorising():
+    """train_small memorised (accuracy 1.0), 84 of 120 test images right (0.7): the two clearly differ."""
+    from tl_helpers.checks.core import accuracy_on
+
+    train, test = tiny_set(3), tiny_set(4, per_class=12)
+    model = PixelLookup(train, test, test_right=84).eval()
+    assert accuracy_on(model, train) == 1.0 and accuracy_on(model, test) == 0.7
+    return model, train, test
+
+
+def test_honest_accuracy_reference_passes(memorising):
+    model, train, test = memorising
+    result = run_check("accuracy", 0.7, model, train, test)
+    assert result.passed, result.feedback
+    model.train()  # fit() leaves the model in train mode; evaluate() measured in eval mode: still right
+    try:
+        assert run_check("accuracy", torch.tensor(0.7), model, train, test).passed
+    finally:
+        model.eval()
+
+
+@pytest.mark.parametrize("left_in_train_mode", [False, True])
+def test_honest_accuracy_on_the_training_data_names_the_data(memorising, left_in_train_mode):
+    model, train, test = memorising
+    model.train(left_in_train_mode)
+    try:
+        result = run_check("accuracy", 1.0, model, train, test)
+    finally:
+        model.eval()
+    assert not result.passed and result.mistake == "accuracy_on_training_data", result.feedback
+    assert "training images" in result.feedback and "train mode" not in result.feedback, result.feedback
+
+
+@pytest.mark.parametrize(
+    ("reported", "mistake"),
+    [
+        (70.0, "accuracy_percentage"),
+        (84, "accuracy_not_a_fraction"),  # the count of correct predictions
+        (0.3, "accuracy_error_rate"),
+        (20 / 56, "accuracy_last_batch_only"),  # the last batch of 64: images 64..119, 20 of them right
+        (-0.2, "accuracy_not_a_fraction"),
+        ("70%", "accuracy_not_a_number"),
+        (0.45, "accuracy_mismatch"),
+    ],
+)
+def test_honest_accuracy_wrong_numbers_are_named(memorising, reported, mistake):
+    model, train, test = memorising
+    result = run_check("accuracy", reported, model, train, test)
+    assert not result.passed and result.mistake == mistake, (result.mistake, result.feedback)
+
+
+def test_honest_accuracy_of_an_evaluation_result_object(memorising):
+    from types import SimpleNamespace
+
+    model, train, test = memorising
+    result = run_check("accuracy", SimpleNamespace(accuracy=0.7, loss=1.0), model, train, test)
+    assert not result.passed and result.mistake == "accuracy_not_a_number", result.feedback
+    assert ".accuracy" in result.feedback

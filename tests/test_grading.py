@@ -173,7 +173,7 @@ def test_instructors_guide_names_every_exercise_every_verdict_and_the_new_column
     assert not missing, f"add a row for {missing} to 'What the checks diagnose' in docs/INSTRUCTORS.md"
     for stem in ASSIGNMENTS:
         assert f"`{stem}`" in guide, stem
-    for words in ("over the time budget", "`hints:<exercise>`", "--summary", "BUDGETS", 'hint("'):
+    for words in ("stopped by the time safety net", "`hints:<exercise>`", "--summary", "BUDGETS", 'hint("'):
         assert words in guide, words
 
 

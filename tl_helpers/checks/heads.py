@@ -254,18 +254,59 @@ def accuracy_floor(n: int, num_classes: int) -> float:
     return min(max(chance + noise, 1.5 * chance), 0.5)
 
 
+def _last_batch_accuracies(model: nn.Module, data: Any) -> dict[int, float]:
+    """Accuracy (eval mode) of the last batch of an unshuffled loader over ``data``, for common batch sizes."""
+    from tl_helpers.checks.core import preprocessing_of
+    from tl_helpers.data import BatchTransform
+
+    pre = preprocessing_of(model)
+    transform = BatchTransform(pre.mean, pre.std, int(data.images.shape[-1]), pre.interpolation)
+    net = copy.deepcopy(model).cpu().float().eval()
+    out = {}
+    n = len(data)
+    for batch in (16, 32, 50, 64, 100, 128, 256):
+        if batch >= n:
+            continue
+        start = ((n - 1) // batch) * batch
+        with torch.no_grad():
+            predicted = net(transform.transform(data.images[start:])).argmax(1)
+        out[batch] = float((predicted == data.labels[start:]).float().mean())
+    return out
+
+
 @register("accuracy", 3, "test accuracy recomputed on the test split, in eval mode")
 def _check_accuracy(acc: Any, model: Any, train_data: Any, test_data: Any) -> CheckResult:
     leak = check_split_leakage(train_data, test_data)
     if not leak.passed:
         return leak
-    acc = float(acc)
+    if isinstance(acc, bool):
+        return fail("Report the accuracy as a number (a fraction), not True/False.", mistake="accuracy_not_a_number")
+    try:
+        acc = float(acc)
+    except (TypeError, ValueError):
+        what = type(acc).__name__
+        extra = " (evaluate(...) returns a result: take its .accuracy)" if hasattr(acc, "accuracy") else ""
+        return fail(
+            f"Report the accuracy as one number, a fraction, not a {what}{extra}.", mistake="accuracy_not_a_number"
+        )
+    if acc != acc:  # NaN
+        return fail("Your accuracy is NaN: did the loop count any images?", mistake="accuracy_not_a_number")
     if len(test_data) > 2000:
-        return fail("Use a test subset of at most 2,000 images here (e.g. data['test'].per_class(30)).")
+        return fail(
+            "Use a test subset of at most 2,000 images here (e.g. data['test'].per_class(30)).",
+            mistake="test_subset_too_large",
+        )
     true = accuracy_on(model, test_data)
-    tol = max(0.006, 1.5 / len(test_data))
+    n = min(len(test_data), 2000)
+    tol = max(0.006, 1.5 / n)
     if acc > 1.0 and abs(acc / 100 - true) <= tol:
-        return fail("Report accuracy as a fraction between 0 and 1, not a percentage.")
+        return fail("Report accuracy as a fraction between 0 and 1, not a percentage.", mistake="accuracy_percentage")
+    if acc > 1.0 and abs(acc - true * n) <= 1.5:
+        return fail(
+            f"{acc:g} is the number of correct predictions: divide by the number of test images ({n}) to report "
+            "a fraction.",
+            mistake="accuracy_not_a_fraction",
+        )
     if abs(acc - true) <= tol:
         num_classes = len(set(test_data.labels.tolist())) if hasattr(test_data, "labels") else 10
         floor = accuracy_floor(len(test_data), num_classes)
@@ -274,9 +315,15 @@ def _check_accuracy(acc: Any, model: Any, train_data: Any, test_data: Any) -> Ch
                 f"Test accuracy {true:.1%} is barely above chance ({1 / num_classes:.0%}; anything under "
                 f"{floor:.0%} on {len(test_data)} images could be guessing): did the model train? (An "
                 "optimizer without the model's trainable parameters, or a head that was never trained, "
-                "gives this.)"
+                "gives this.)",
+                mistake="accuracy_near_chance",
             )
         return ok(f"Test accuracy {true:.1%}, measured on the test split in eval mode.")
+    if acc < 0.0 or acc > 1.0:
+        return fail(
+            f"{acc:g} is not an accuracy: report the fraction of test images predicted correctly (0 to 1).",
+            mistake="accuracy_not_a_fraction",
+        )
     # The split first: evaluate() restores the mode it found, so a model left in train mode says
     # nothing about how the number was measured.
     train_acc = accuracy_on(model, train_data, limit=1000)
@@ -296,17 +343,34 @@ def _check_accuracy(acc: Any, model: Any, train_data: Any, test_data: Any) -> Ch
         return fail(
             f"Evaluation ran in train mode: your {acc:.1%} matches the model measured in train mode "
             f"({train_mode_acc:.1%}), where BatchNorm uses batch statistics and Dropout is on. Call "
-            f"model.eval() before measuring; in eval mode the test accuracy is {true:.1%}."
+            f"model.eval() before measuring; in eval mode the test accuracy is {true:.1%}.",
+            mistake="accuracy_train_mode",
+        )
+    if abs((1.0 - acc) - true) <= tol and abs(acc - true) > tol:
+        return fail(
+            f"{acc:.1%} is the error rate: the model's test accuracy is {1 - acc:.1%}. Count the correct "
+            "predictions (predicted == label), not the wrong ones.",
+            mistake="accuracy_error_rate",
+        )
+    last = [b for b, value in _last_batch_accuracies(model, test_data).items() if abs(value - acc) <= 1e-6]
+    if last:
+        return fail(
+            f"{acc:.1%} is the accuracy of the last batch only (of {last[0]} images, say): accumulate correct "
+            f"predictions and counts over all batches; on all {len(test_data)} test images it is {true:.1%}.",
+            mistake="accuracy_last_batch_only",
         )
     if getattr(model, "training", False):
         return fail(
             f"Your accuracy {acc:.1%} does not match the model's test accuracy in eval mode ({true:.1%}), "
             "and the model is still in train mode: evaluation probably ran in train mode, where BatchNorm "
-            "uses batch statistics and Dropout is on. Call model.eval() before measuring."
+            "uses batch statistics and Dropout is on. Call model.eval() before measuring.",
+            mistake="accuracy_train_mode",
         )
     return fail(
         f"Your accuracy {acc:.1%} does not match the model's test accuracy {true:.1%} (eval mode, the "
-        "model's own normalisation)."
+        "model's own normalisation). Measure this model, after training, on the test split (not the validation "
+        "or training split), with the same normalisation as in training.",
+        mistake="accuracy_mismatch",
     )
 
 

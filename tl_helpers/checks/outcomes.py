@@ -428,15 +428,16 @@ def _class_index(name: Any, classes: tuple[str, ...]) -> int:
 def _check_confused_pair(pair: Any, model: Any, test_data: Any, recipe: Any = None) -> CheckResult:
     classes = tuple(test_data.classes)
     if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-        return fail("Give a pair: confused_pair = (true class name, predicted class name).")
+        return fail("Give a pair: confused_pair = (true class name, predicted class name).", mistake="not_a_pair")
     try:
         a, b = (_class_index(x, classes) for x in pair)
     except ValueError as exc:
-        return fail(str(exc))
+        return fail(str(exc), mistake="unknown_class")
     if a == b:
         return fail(
             f"({classes[a]}, {classes[b]}) is on the diagonal: those are correct predictions. Look only at "
-            "off-diagonal cells (true != predicted)."
+            "off-diagonal cells (true != predicted).",
+            mistake="diagonal_pair",
         )
     size = int(recipe["image_size"]) if isinstance(recipe, Mapping) and "image_size" in recipe else 64
     matrix = confusion_of(test_data.labels, predictions_of(model, test_data, size), len(classes))
@@ -444,29 +445,35 @@ def _check_confused_pair(pair: Any, model: Any, test_data: Any, recipe: Any = No
     np.fill_diagonal(errors, 0)
     top = int(errors.max())
     if top == 0:
-        return fail("Your model makes no mistakes on this test set: there is no confused pair to name.")
+        return fail(
+            "Your model makes no mistakes on this test set: there is no confused pair to name.", mistake="no_errors"
+        )
     if errors[a, b] == top:
         return ok(f"Yes: {errors[a, b]} {classes[a]} images are predicted as {classes[b]}, the largest confusion.")
     if errors[b, a] == top:
         return fail(
             f"Reversed: the order is (true class, predicted class). Your model calls {classes[a]} "
-            f"{classes[b]} {errors[a, b]} times; the other way round is the big one."
+            f"{classes[b]} {errors[a, b]} times; the other way round is the big one.",
+            mistake="pair_reversed",
         )
     train_errors = confusion_of(test_data.labels, predictions_of(model, test_data, size, train_mode=True), len(classes))
     np.fill_diagonal(train_errors, 0)
     if train_errors[a, b] == train_errors.max():
         return fail(
             "That is the top confusion of your model in *train mode* (BatchNorm on batch statistics): "
-            "call model.eval() before predicting."
+            "call model.eval() before predicting.",
+            mistake="pair_from_train_mode",
         )
     if a == int(errors.sum(1).argmax()) and b == int(errors.sum(0).argmax()):
         return fail(
             f"{classes[a]} has the most errors and {classes[b]} is the most frequent wrong prediction, but "
-            f"these two go together only {errors[a, b]} times: find the largest single off-diagonal cell."
+            f"these two go together only {errors[a, b]} times: find the largest single off-diagonal cell.",
+            mistake="pair_from_marginals",
         )
     return fail(
         f"Your model predicts {classes[b]} for {classes[a]} images {errors[a, b]} times; its most confused "
-        f"pair has {top}. Compute the confusion matrix of *this* model (eval mode) on test_small."
+        f"pair has {top}. Compute the confusion matrix of *this* model (eval mode) on test_small.",
+        mistake="not_the_top_pair",
     )
 
 

@@ -487,7 +487,8 @@ exercise(
     "classifier on training images, and compare the layers by accuracy on validation images.",
     "features.layer_outputs(model, X, [layer names]) returns each layer's output; .mean(dim=(2, 3)) pools "
     "a map N x C x H x W into N x C; sklearn's LogisticRegression(...).fit(...).score(...).",
-    "For each layer: X_tr = pooled train features, X_va = pooled val features; "
-    "probe_scores[layer] = LogisticRegression(max_iter=1000).fit(X_tr, y_tr).score(X_va, y_va); then "
-    "better_layer = the key of probe_scores with the largest value.",
+    "def pooled_features(split): outputs = layer_outputs(model, preprocess(split.images, size=64), layers); "
+    "return {name: <each map averaged over height and width> for name, out in outputs.items()}. For each layer: "
+    "probe_scores[layer] = LogisticRegression(max_iter=1000).fit(<train features>, y_tr).score(<val features>, "
+    "y_va); then better_layer = the key of probe_scores with the largest value.",
 )

@@ -111,6 +111,17 @@ def check_split_leakage(train_data: Any, test_data: Any) -> CheckResult:
             "training set from data['train'].",
             mistake="train_test_overlap",
         )
+    train_images, test_images = getattr(train_data, "images", None), getattr(test_data, "images", None)
+    if isinstance(train_images, torch.Tensor) and isinstance(test_images, torch.Tensor):
+        seen = {bytes(x.contiguous().cpu().numpy().tobytes()) for x in train_images}
+        same = sum(bytes(x.contiguous().cpu().numpy().tobytes()) in seen for x in test_images)
+        if same:
+            return fail(
+                f"Data leakage: {same} test image(s) have exactly the same pixels as a training image (under "
+                "other file names): the sets overlap by content. Take the test set from data['test'] and the "
+                "training set from data['train'], without copying or renaming images.",
+                mistake="train_test_overlap",
+            )
     splits = reference_split_files()
     if splits is not None:
         test_names, train_names = {_name(f) for f in test}, {_name(f) for f in train}

@@ -259,8 +259,10 @@ exercise(
     "`sklearn.model_selection.train_test_split(..., stratify=y)` for the validation part; "
     "`features.fit_logistic_regression(X, y)` fits a standardised logistic regression; raw pixels are "
     "`images.reshape(len(images), -1)`; notebook 07 shows how digits become 3-channel images for the backbone.",
+    "scores = {}  # candidate name -> accuracy on your validation part\n"
+    "for name, X in {<no-transfer representation>, <pretrained representation>}.items(): scores[name] = ...\n"
     "def predict_digits(images):\n"
-    "    X = ...  # the same representation you fitted on\n"
+    "    X = ...  # the representation of the candidate that won, refitted\n"
     "    return chosen_classifier.predict(X)",
 )
 exercise(
