@@ -86,13 +86,13 @@ def _smooth_images(n: int = 3, size: int = 24, seed: int = 0) -> torch.Tensor:
 
 @register("preprocess", 2, "uint8 images resized as the weights expect, scaled to [0, 1] and normalised")
 def _check_preprocess(preprocess: Any, model: Any = "efficientnet_lite0") -> CheckResult:
-    from tl_helpers.checks.splits import _check_normalisation
+    from tl_helpers.checks.splits import check_normalisation
 
     if not callable(preprocess):
         return fail(
             "Pass your function preprocess(images, size=224) itself (no parentheses).", mistake="not_a_function"
         )
-    scaled = _check_normalisation(preprocess, model)  # constant images: scale and mean/std, whatever the size
+    scaled = check_normalisation(preprocess, model)  # constant images: scale and mean/std, whatever the size
     if not scaled.passed:
         return scaled
     pre = preprocessing_of(model)

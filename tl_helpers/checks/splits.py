@@ -17,11 +17,11 @@ from tl_helpers.checks.core import (
 )
 from tl_helpers.checks.registry import exercise
 
-__all__ = ["check_split_leakage", "reference_split_files"]
+__all__ = ["check_normalisation", "check_split_leakage", "reference_split_files"]
 
 
 @register("normalisation", 2, "inputs scaled to [0, 1] and normalised with the pretrained model's mean/std")
-def _check_normalisation(transform: Any, model: Any = "efficientnet_lite0") -> CheckResult:
+def check_normalisation(transform: Any, model: Any = "efficientnet_lite0") -> CheckResult:
     pre = preprocessing_of(model)
     fn = transform
     if isinstance(transform, torch.utils.data.DataLoader):
