@@ -43,7 +43,7 @@ data: install
 	$(PY) -m tl_helpers data prepare
 
 test: install
-	TL_REQUIRE_ALL_NOTEBOOKS=1 $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=300 $(PYTEST_ARGS)
+	TL_REQUIRE_ALL_NOTEBOOKS=1 $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 $(PYTEST_ARGS)
 
 # The fast tier (about a minute on a 2-core CPU): unit tests, no notebooks, nothing marked slow.
 test-fast: install
