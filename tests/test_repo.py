@@ -77,7 +77,10 @@ LAYERS = {  # module -> the tl_helpers modules it may import
     "checks": {"data", "models", "features", "text", "train", "private_data"} | _FLOOR,
     "grading": {"checks", "runner", "private_data"} | _FLOOR,
     "ddp": {"data", "models", "train"} | _FLOOR,
-    "cli": {"archive", "data", "getting_data", "models", "grading", "exercises", "runner", "private_data"} | _FLOOR,
+    # `adapt`: the course's decision as a command (notebook 09), on data, models, features and train
+    "adapt": {"archive", "data", "models", "features", "train"} | _FLOOR,
+    "cli": {"archive", "data", "getting_data", "models", "grading", "exercises", "runner", "private_data", "adapt"}
+    | _FLOOR,
     "__main__": {"cli"},
 }
 

@@ -201,6 +201,43 @@ def exercises_command(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def adapt_command(args: argparse.Namespace) -> int:
+    from tl_helpers.adapt.run import adapt
+
+    adapt(
+        args.folder,
+        args.out,
+        budget_minutes=args.budget_minutes,
+        image_size=args.image_size,
+        seed=args.seed,
+        epochs=args.epochs,
+        augment=args.augment,
+        min_per_class=args.min_per_class,
+        device=args.device,
+        onnx=args.onnx,
+        progress=not args.quiet,
+    )
+    return 0
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    from tl_helpers.adapt.export import load_model, predict_files, write_predictions_csv
+
+    model, config = load_model(args.model)
+    results = predict_files((model, config), args.images, device=args.device or "cpu")
+    failed = 0
+    for r in results:
+        if r.error is not None:
+            failed += 1
+            print(f"error: {r.error}", file=sys.stderr)
+        elif args.csv is None:
+            print(f"{r.path}\t{r.label}\t{r.probability:.3f}")
+    if args.csv is not None:
+        write_predictions_csv(results, args.csv)
+        print(f"{len(results) - failed} predictions written to {args.csv}" + (f"; {failed} failed" if failed else ""))
+    return 1 if failed else 0
+
+
 def grade_worker_command(args: argparse.Namespace) -> int:
     """Internal (started by ``grade``): run one submission as described by a job file."""
     from tl_helpers import runner
@@ -276,6 +313,38 @@ def build_parser() -> argparse.ArgumentParser:
     esub.add_parser("check", help="exit 1 when exercises/ differs from what solutions/ generates").set_defaults(
         func=exercises_command
     )
+
+    a = sub.add_parser(
+        "adapt",
+        help="train a classifier on your own images (one sub-folder per class), the course's way",
+        description="Inspect the folder, split it, measure a linear probe, two-phase fine-tuning and (if the "
+        "budget allows) fine-tuning within the budget, keep the best beyond the noise, test it once, and write the "
+        "model, its config and a report (report.html) to OUT.",
+    )
+    a.add_argument("folder", type=Path, help="folder with one sub-folder of images per class")
+    a.add_argument("--out", type=Path, required=True, help="output folder (replaced atomically)")
+    a.add_argument("--budget-minutes", type=float, default=10.0, help="time the run may take (default 10)")
+    a.add_argument("--image-size", type=int, default=64, help="side length to decode and train at (default 64)")
+    a.add_argument("--seed", type=int, default=0, help="seed of the split, training and intervals (default 0)")
+    a.add_argument("--epochs", type=int, default=None, help="fix the fine-tuning epochs (default: the budget decides)")
+    a.add_argument(
+        "--augment",
+        choices=("flip", "flip-rot90", "none"),
+        default="flip",
+        help="training augmentation: flip (photos), flip-rot90 (top-down imagery), none",
+    )
+    a.add_argument("--min-per-class", type=int, default=5, help="classes with fewer images stop the run (default 5)")
+    a.add_argument("--device", default=None, help="force a device (cpu, cuda, mps)")
+    a.add_argument("--onnx", action="store_true", help="also write model.onnx, verified against PyTorch")
+    a.add_argument("--quiet", action="store_true", help="no progress bars")
+    a.set_defaults(func=adapt_command)
+
+    pr = sub.add_parser("predict", help="apply a model written by `adapt` to images or folders")
+    pr.add_argument("model", type=Path, help="the OUT folder of `adapt`")
+    pr.add_argument("images", nargs="+", type=Path, help="image files or folders")
+    pr.add_argument("--csv", type=Path, default=None, help="write path,label,probability,error rows here")
+    pr.add_argument("--device", default=None, help="device (default cpu)")
+    pr.set_defaults(func=predict_command)
 
     w = sub.add_parser("grade-worker", help="internal: run one submission for `grade` (from a job file)")
     w.add_argument("job", type=Path, help="the job file `grade` wrote (deleted once read)")

@@ -86,6 +86,7 @@ __all__ = [
     "make_split",
     "per_class_indices",
     "random_flip_rot90",
+    "random_hflip",
     "scan_folder",
 ]
 
@@ -441,6 +442,11 @@ def load_digits_public(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------- loaders
 
 
+def random_hflip(image: torch.Tensor) -> torch.Tensor:
+    """Random horizontal flip, for photos that have an "up" (global RNG, seeded per epoch by ``fit``)."""
+    return image.flip(-1) if torch.rand(()) < 0.5 else image
+
+
 def random_flip_rot90(image: torch.Tensor) -> torch.Tensor:
     """Satellite augmentation: random horizontal flip and a random multiple of 90° rotation.
 
@@ -555,7 +561,7 @@ def make_loader(
     image_size: int = 64,
     interpolation: str = "bicubic",
     train: bool = False,
-    augment: bool | None = None,
+    augment: bool | Callable[[torch.Tensor], torch.Tensor] | None = None,
     balanced: bool = False,
     seed: int = 0,
     device: torch.device | str | None = None,
@@ -572,7 +578,8 @@ def make_loader(
         image_size: Side length fed to the model.
         train: Shuffle (seeded), augment with flips/90° rotations, drop the last partial batch.
         augment: Flips/90° rotations on or off, whatever ``train`` says (default: as ``train``).
-            Turn them off for images that have an up, such as digits.
+            Turn them off for images that have an up, such as digits, or pass your own per-image
+            function (uint8 ``3 x H x W`` in and out), e.g. :func:`random_hflip`.
         balanced: Training only: draw every class equally often (with replacement, each image
             weighted by one over its class's size), so an imbalanced training set gives balanced
             batches on average. An epoch still draws ``len(data)`` images.
@@ -593,7 +600,10 @@ def make_loader(
     generator = torch.Generator().manual_seed(seed)
     pin = pin_memory_for(torch.device(device)) if device is not None else False
     augment = train if augment is None else augment
-    dataset = TensorImageDataset(data, augment=random_flip_rot90 if augment else None)
+    if callable(augment):
+        dataset = TensorImageDataset(data, augment=augment)
+    else:
+        dataset = TensorImageDataset(data, augment=random_flip_rot90 if augment else None)
     sampler = None
     if balanced:
         counts = torch.bincount(data.labels)

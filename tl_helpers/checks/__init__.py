@@ -4,9 +4,9 @@ Every exercise has one id, the same in ``check(...)``, ``hint(...)``, its soluti
 and its gradebook column (:mod:`.registry`: :data:`EXERCISES`). One module per topic registers its check
 functions and declares its exercises with their hints (:mod:`.splits`, :mod:`.pretrained`,
 :mod:`.feature_extraction`, :mod:`.freezing`, :mod:`.heads`, :mod:`.fine_tuning`, :mod:`.language`,
-:mod:`.outcomes`, :mod:`.transfer`); :mod:`.table` says which exercise grades which notebook variables of
-which exercise notebook; :mod:`.hints` gives step-by-step hints on request. Everything a notebook or the
-grader needs is importable from here::
+:mod:`.outcomes`, :mod:`.transfer`, :mod:`.own_images`); :mod:`.table` says which exercise grades which
+notebook variables of which exercise notebook; :mod:`.hints` gives step-by-step hints on request. Everything a
+notebook or the grader needs is importable from here::
 
     from tl_helpers.checks import check, hint
 """
@@ -20,6 +20,7 @@ from tl_helpers.checks import (
     heads,
     language,
     outcomes,
+    own_images,
     pretrained,
     splits,
     transfer,
@@ -29,7 +30,18 @@ from tl_helpers.checks.hints import HINTS, hint, hints_used
 from tl_helpers.checks.registry import EXERCISES, Exercise, check
 from tl_helpers.checks.table import ASSIGNMENTS, total_points
 
-TOPICS = (splits, pretrained, feature_extraction, freezing, heads, fine_tuning, language, outcomes, transfer)
+TOPICS = (
+    splits,
+    pretrained,
+    feature_extraction,
+    freezing,
+    heads,
+    fine_tuning,
+    language,
+    outcomes,
+    transfer,
+    own_images,
+)
 
 __all__ = [
     "ASSIGNMENTS",

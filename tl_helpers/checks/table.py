@@ -81,6 +81,11 @@ GRADED: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("text_probe", ("clf", "X_fit", "y_fit", "X_test", "y_test", "test_acc")),
         ("text_fine_tune_lr", ("optimizer", "model")),
     ],
+    "09_your_own_images_exercises": [
+        ("label_conflicts", ("find_label_conflicts",)),
+        ("conflict_action", ("conflict_action",)),
+        ("choose_strategy", ("choose_strategy",)),
+    ],
 }
 
 # notebook stem -> [(gradebook column = exercise id, check function id, notebook variables)]: what the grader
