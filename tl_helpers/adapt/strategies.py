@@ -158,10 +158,15 @@ def _time_forward(model: nn.Module, x: torch.Tensor, repeats: int) -> float:
 def measure_throughput(
     model: nn.Module, image_size: int, device: torch.device, *, batch_size: int = BATCH_SIZE
 ) -> Throughput:
-    """Time a few forward passes and training steps (after a warm-up) of ``model``; restores its weights."""
+    """Time a few forward passes and training steps (after a warm-up) of ``model``; restores its weights.
+
+    BatchNorm is kept on its pretrained statistics (:func:`tl_helpers.models.keep_bn_statistics`), as in
+    :func:`fine_tune`; the hooks stay on ``model``, which changes nothing in eval mode.
+    """
     from tl_helpers.device import synchronize
 
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    keep_bn_statistics(model)  # as fine_tune trains (and harmless for features, which run in eval mode)
     model.to(device)
     x = torch.randn(batch_size, 3, image_size, image_size, device=device)
     y = torch.zeros(batch_size, dtype=torch.long, device=device)
