@@ -118,3 +118,31 @@ def test_every_notebook_quiz_is_valid(name, source, monkeypatch):
     exec(compile(source, name, "exec"), namespace, _NotebookNames(namespace))
     assert len(seen) == 1 and 3 <= len(seen[0]) <= 5, f"{name}: a quiz has 3 to 5 questions"
     validate(seen[0])
+
+
+def all_questions(monkeypatch) -> list[Question]:
+    seen: list = []
+    monkeypatch.setattr(quiz_module, "quiz", lambda questions, **_: seen.extend(questions))
+    for name, source in notebook_quizzes():
+        namespace = {"Option": Option, "Question": Question, "quiz": quiz_module.quiz}
+        exec(compile(source, name, "exec"), namespace, _NotebookNames(namespace))
+    return seen
+
+
+def test_display_order_is_a_stable_permutation():
+    question = q(Option("a", True, "x"), Option("b", False, "y"), Option("c", False, "z"))
+    order = quiz_module.display_order(question)
+    assert sorted(o.text for o in order) == ["a", "b", "c"] and order == quiz_module.display_order(question)
+    box = quiz_module.quiz([question], title="T")
+    assert list(box.children[2].options) == [o.text for o in order]
+
+
+def test_right_answers_are_not_concentrated_in_one_position(monkeypatch):
+    questions = all_questions(monkeypatch)
+    assert len(questions) >= 20
+    stored = [next(i for i, o in enumerate(q.options) if o.correct) for q in questions]
+    shown = [next(i for i, o in enumerate(quiz_module.display_order(q)) if o.correct) for q in questions]
+    # where the notebooks write the right answer says nothing; where the learner sees it must not give it away
+    counts = [shown.count(i) for i in range(3)]
+    assert max(counts) <= 0.5 * len(questions), (counts, stored)
+    assert min(counts) >= 0.15 * len(questions), counts

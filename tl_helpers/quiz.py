@@ -15,11 +15,13 @@ explanation, shown when it is picked (right or wrong)::
 
 from __future__ import annotations
 
+import hashlib
 import html
+import random
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-__all__ = ["Option", "Question", "QuizError", "validate", "answer", "quiz"]
+__all__ = ["Option", "Question", "QuizError", "validate", "answer", "display_order", "quiz"]
 
 
 class QuizError(ValueError):
@@ -71,8 +73,25 @@ def answer(question: Question, choice: int | str) -> tuple[bool, str]:
     return option.correct, ("✅ Right. " if option.correct else "❌ Not quite. ") + option.why
 
 
+def display_order(question: Question) -> tuple[Option, ...]:
+    """The options in the order :func:`quiz` shows them: shuffled, the same order every time.
+
+    Notebooks write the right option wherever it reads best (often first); shown in that order, a learner
+    would learn where the answer sits instead of why. The order is seeded by the question's text, so it is
+    stable between runs and machines, and every question gets its own.
+    """
+    seed = int.from_bytes(hashlib.sha256(question.prompt.encode("utf-8")).digest()[:8], "big")
+    order = list(range(len(question.options)))
+    random.Random(seed).shuffle(order)
+    return tuple(question.options[i] for i in order)
+
+
 def quiz(questions: Sequence[Question], *, title: str = "Self-check") -> Any:
-    """Show the questions as radio buttons with immediate feedback; returns the widget."""
+    """Show the questions as radio buttons (options in :func:`display_order`) with immediate feedback.
+
+    Returns:
+        The widget.
+    """
     import ipywidgets as widgets
     from IPython.display import display
 
@@ -80,7 +99,7 @@ def quiz(questions: Sequence[Question], *, title: str = "Self-check") -> Any:
     rows: list[Any] = [widgets.HTML(f"<h3>{title}</h3>")]
     for number, q in enumerate(questions, start=1):
         picker = widgets.RadioButtons(
-            options=[o.text for o in q.options], value=None, layout=widgets.Layout(width="auto")
+            options=[o.text for o in display_order(q)], value=None, layout=widgets.Layout(width="auto")
         )
         feedback = widgets.HTML("<i>Pick an answer.</i>")
 
