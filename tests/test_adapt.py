@@ -105,19 +105,31 @@ def test_interrupt_leaves_the_previous_output_as_it_was(run, tmp_path):
     shutil.copytree(out, target)
     before = snapshot(target)
     env = {**ENV, "TL_CACHE_DIR": str(cache)}
-    args = ["adapt", str(messy.root), "--out", str(target), "--image-size", "32", "--epochs", "200", "--quiet"]
+    args = ["adapt", str(messy.root), "--out", str(target), "--image-size", "32", "--epochs", "2000", "--quiet"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tl_helpers", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-m", "tl_helpers", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        # a job started in the background inherits SIGINT ignored (and Python then never raises
+        # KeyboardInterrupt): give the child the default disposition, as a terminal's Ctrl+C finds it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    lines = []
-    deadline = time.monotonic() + 300
-    for line in proc.stdout:  # wait until training has started
-        lines.append(line)
-        if line.startswith("probe:") or time.monotonic() > deadline:
-            break
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        lines = []
+        deadline = time.monotonic() + 300
+        for line in proc.stdout:  # wait until training has started
+            lines.append(line)
+            if line.startswith("probe:") or time.monotonic() > deadline:
+                break
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert any(line.startswith("probe:") for line in lines), "".join(lines) + err
     assert proc.returncode == 130, err
     assert snapshot(target) == before
