@@ -47,6 +47,23 @@ def test_doctor_ready_with_data(isolated_env, no_network, monkeypatch, capsys):
     assert "READY" in capsys.readouterr().out
 
 
+def test_doctor_names_what_notebooks_08_and_09_need_without_deciding_ready(isolated_env, monkeypatch, capsys):
+    from tl_helpers import text
+    from tl_helpers.adapt import examples
+
+    def no_sst2(*args, **kwargs):
+        raise text.TextNotFoundError("SST-2 was not found. Fix: copy train.tsv, dev.tsv and test.tsv to data/sst2.")
+
+    make_fake_eurosat(isolated_env / "eurosat" / "2750", per_class=2)
+    monkeypatch.setattr(data, "EUROSAT_NUM_IMAGES", 20)
+    monkeypatch.setattr(text, "find_sst2", no_sst2)
+    monkeypatch.setattr(examples, "DEBIAN_DIR", isolated_env / "no-fashion")
+    assert cli.main(["doctor"]) == 0  # 08 and 09's data missing: still READY for 00-07
+    out = capsys.readouterr().out
+    assert "OK encoder" in out and "-- sst2      notebook 08 needs it" in out
+    assert "-- fashion   notebook 09 needs it" in out and "dataset-fashion-mnist" in out
+
+
 def test_module_entry_point_runs():
     r = subprocess.run([sys.executable, "-m", "tl_helpers", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "doctor" in r.stdout and "data" in r.stdout

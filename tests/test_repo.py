@@ -79,7 +79,8 @@ LAYERS = {  # module -> the tl_helpers modules it may import
     "ddp": {"data", "models", "train"} | _FLOOR,
     # `adapt`: the course's decision as a command (notebook 09), on data, models, features and train
     "adapt": {"archive", "data", "models", "features", "train"} | _FLOOR,
-    "cli": {"archive", "data", "getting_data", "models", "grading", "exercises", "runner", "private_data", "adapt"}
+    "cli": {"archive", "data", "getting_data", "models", "grading", "exercises", "runner", "private_data"}
+    | {"adapt", "text"}
     | _FLOOR,
     "__main__": {"cli"},
 }

@@ -10,12 +10,13 @@ internal: ``grade`` starts it to run one submission.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "later_notebook_needs", "main"]
 
 
 def _ok(flag: bool) -> str:
@@ -92,9 +93,37 @@ def doctor(args: argparse.Namespace) -> int:
                 ).replace("\n", "\n            ")
                 print(f"!! data      {message}")
                 ready = False
+    for line in later_notebook_needs(args.data_dir):
+        print(line)
     print(f"cache        {paths.cache_dir(args.data_dir)}")
     print("READY" if ready else "NOT READY: fix the lines marked !!")
     return 0 if ready else 1
+
+
+def later_notebook_needs(data_dir: str | os.PathLike | None = None) -> list[str]:
+    """One line each for what only notebooks 08 and 09 need (``OK`` found, ``--`` missing: those notebooks stop).
+
+    They do not decide READY, which is about notebooks 00-07.
+    """
+    from tl_helpers import text
+    from tl_helpers.adapt.examples import find_fashion_mnist
+
+    lines = []
+    try:
+        import transformers
+
+        lines.append(f"OK encoder   {text.encoder_path()} (transformers {transformers.__version__}; notebook 08)")
+    except Exception as exc:  # report, don't crash
+        lines.append(f"-- encoder   notebook 08 needs it: {' '.join(str(exc).split())}")
+    try:
+        lines.append(f"OK sst2      {text.find_sst2(data_dir, verify=False, allow_download=False)} (notebook 08)")
+    except Exception as exc:
+        lines.append(f"-- sst2      notebook 08 needs it: {' '.join(str(exc).split())}")
+    try:
+        lines.append(f"OK fashion   {find_fashion_mnist(allow_download=False)} (notebook 09)")
+    except Exception as exc:
+        lines.append(f"-- fashion   notebook 09 needs it: {' '.join(str(exc).split())}")
+    return lines
 
 
 def _classify_cat(model) -> str | None:
