@@ -29,6 +29,7 @@ from torch import nn
 from tl_helpers.adapt.result import AdaptResult, ConfusedPair, StrategyResult
 from tl_helpers.adapt.strategies import (
     decide,
+    eval_loader,
     features_of,
     fine_tune,
     label_curve,
@@ -39,7 +40,7 @@ from tl_helpers.adapt.strategies import (
     train_probe,
     wilson_interval,
 )
-from tl_helpers.data import ImageTensors, make_loader
+from tl_helpers.data import ImageTensors
 from tl_helpers.device import describe, get_device, seed_everything
 from tl_helpers.models import DEFAULT_BACKBONE, get_preprocessing, head_in_features, load_backbone, replace_head
 from tl_helpers.train import predict
@@ -93,10 +94,7 @@ def test_report(
     model: nn.Module, test: ImageTensors, image_size: int, device: torch.device, *, top_pairs: int = 5
 ) -> dict[str, Any]:
     """The kept model on the test part (the only time it is touched): accuracy, interval, per class, confusion."""
-    pre = get_preprocessing(model)
-    loader = make_loader(
-        test, batch_size=64, mean=pre.mean, std=pre.std, image_size=image_size, interpolation=pre.interpolation
-    )
+    loader = eval_loader(model, test, image_size)
     preds, labels, _ = predict(model, loader, device)
     preds, labels = preds.numpy(), labels.numpy()
     k = len(test.classes)

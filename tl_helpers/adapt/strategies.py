@@ -46,6 +46,7 @@ __all__ = [
     "Plan",
     "Throughput",
     "decide",
+    "eval_loader",
     "features_of",
     "fine_tune",
     "label_curve",
@@ -275,6 +276,14 @@ def make_plan(
 # ----------------------------------------------------------------------------- the strategies
 
 
+def eval_loader(model: nn.Module, data: ImageTensors, image_size: int) -> Any:
+    """Batches of ``data`` in order, preprocessed as ``model``'s weights expect (features, validation, test)."""
+    pre = get_preprocessing(model)
+    return make_loader(
+        data, batch_size=64, mean=pre.mean, std=pre.std, image_size=image_size, interpolation=pre.interpolation
+    )
+
+
 def features_of(
     model: nn.Module,
     data: ImageTensors,
@@ -285,10 +294,7 @@ def features_of(
     desc: str = "",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled features of the frozen backbone (eval mode), in the order of ``data``."""
-    pre = get_preprocessing(model)
-    loader = make_loader(
-        data, batch_size=64, mean=pre.mean, std=pre.std, image_size=image_size, interpolation=pre.interpolation
-    )
+    loader = eval_loader(model, data, image_size)
     return extract_features(model, loader, device, progress=progress, desc=desc or "features")
 
 
@@ -421,10 +427,7 @@ def fine_tune(
 
 def correct_on(model: nn.Module, data: ImageTensors, image_size: int, device: torch.device) -> np.ndarray:
     """One bool per image of ``data``: does ``model`` (in eval mode) predict its label?"""
-    pre = get_preprocessing(model)
-    loader = make_loader(
-        data, batch_size=64, mean=pre.mean, std=pre.std, image_size=image_size, interpolation=pre.interpolation
-    )
+    loader = eval_loader(model, data, image_size)
     preds, labels, _ = predict(model, loader, device)
     return (preds == labels).numpy()
 
