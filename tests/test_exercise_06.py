@@ -525,3 +525,172 @@ def test_honest_accuracy_of_an_evaluation_result_object(memorising):
     result = run_check("accuracy", SimpleNamespace(accuracy=0.7, loss=1.0), model, train, test)
     assert not result.passed and result.mistake == "accuracy_not_a_number", result.feedback
     assert ".accuracy" in result.feedback
+
+
+# ----------------------------------------------------------------------------- recipe_outcome: what fit and evaluate noted
+
+
+def fit_tiny(model: nn.Module, data: ImageTensors, epochs: int = 3, optimizer=None, val=None):
+    from tl_helpers.data import make_loader
+    from tl_helpers.train import fit
+
+    optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loader = make_loader(data, batch_size=8, train=True, seed=0)
+    val_loader = make_loader(val, batch_size=8) if val is not None else None
+    history = fit(model, loader, val_loader, optimizer, epochs=epochs, device="cpu", progress=False)
+    return optimizer, history
+
+
+SMALL_RECIPE = dict(RECIPE, epochs=3, batch_size=8)  # 3 epochs of 30 images in batches of 8: 12 steps allowed (+2)
+
+
+@pytest.fixture
+def public_test(monkeypatch):
+    """The public test split is tiny_set(1); the private images tiny_set(2)."""
+    import tl_helpers.data as data
+    from tl_helpers.checks import outcomes
+
+    test = tiny_set(1, per_class=3)
+    monkeypatch.setattr(data, "load_eurosat", lambda *a, **k: {"test": test})
+    monkeypatch.setattr(outcomes, "graded_heldout", lambda: tiny_set(2, per_class=3))
+    return test
+
+
+def half_and_half(train: ImageTensors, test: ImageTensors) -> ImageTensors:
+    a, b = train.subset(range(0, len(train), 2)), test.subset(range(0, len(test), 2))
+    return ImageTensors(torch.cat([a.images, b.images]), torch.cat([a.labels, b.labels]), a.files + b.files)
+
+
+def test_recipe_fit_on_half_test_images_while_passing_the_clean_set(public_test):
+    train = tiny_set(3, per_class=3)
+    model = bn_model()
+    optimizer, history = fit_tiny(model, half_and_half(train, public_test))
+    result = run_check("recipe_outcome", model, SMALL_RECIPE, history, train, None, optimizer)
+    assert not result.passed and result.mistake == "trained_on_test_images", result.feedback
+    assert "fit trained your model on 15 test image(s)" in result.feedback
+
+
+def test_recipe_fit_on_images_outside_the_passed_set(public_test):
+    train, other = tiny_set(3, per_class=3), tiny_set(4, per_class=3)
+    model = bn_model()
+    optimizer, history = fit_tiny(model, other)
+    result = run_check("recipe_outcome", model, SMALL_RECIPE, history, train, None, optimizer)
+    assert not result.passed and result.mistake == "trained_on_other_images", result.feedback
+
+
+def test_recipe_learning_rate_chosen_on_test_is_named(public_test):
+    from tl_helpers.data import make_loader
+    from tl_helpers.train import evaluate
+
+    train = tiny_set(3, per_class=3)
+    test = public_test.subset(range(len(public_test)))  # the learner's test_small
+    test_loader = make_loader(test, batch_size=10)
+    runs = []
+    for lr in (1e-3, 1e-2):  # the mistake: keep the rate whose model scores best on the test images
+        torch.manual_seed(0)
+        model = bn_model()
+        optimizer, history = fit_tiny(model, train, optimizer=torch.optim.AdamW(model.parameters(), lr=lr))
+        runs.append((evaluate(model, test_loader, "cpu").accuracy, lr, model, optimizer, history))
+    _, lr, model, optimizer, history = max(runs, key=lambda r: r[0])
+    recipe = dict(SMALL_RECIPE, lr=lr)
+    result = run_check("recipe_outcome", model, recipe, history, train, test, optimizer)
+    assert not result.passed and result.mistake == "chose_on_test", result.feedback
+    # the same model measured once on the test set, as exercise 3 asks, is not a choice
+    fresh = public_test.subset(range(len(public_test)))
+    evaluate(model, make_loader(fresh, batch_size=10), "cpu")
+    result = run_check("recipe_outcome", model, recipe, history, train, fresh, optimizer)
+    assert result.mistake != "chose_on_test", result.feedback
+
+
+def test_recipe_test_set_as_fits_validation_is_named(public_test):
+    train = tiny_set(3, per_class=3)
+    test = public_test.subset(range(len(public_test)))
+    model = bn_model()
+    optimizer, history = fit_tiny(model, train, val=test)
+    result = run_check("recipe_outcome", model, SMALL_RECIPE, history, train, test, optimizer)
+    assert not result.passed and result.mistake == "chose_on_test", result.feedback
+
+
+def frozen_head_model() -> nn.Module:
+    """Head-only training done right: frozen convolution and BatchNorm kept in eval mode."""
+    from tl_helpers.models import keep_bn_statistics
+
+    torch.manual_seed(0)
+    model = bn_model()
+    for p in model[:2].parameters():
+        p.requires_grad = False
+    keep_bn_statistics(model)
+    return model
+
+
+def head_optimizer(model: nn.Module, cls=torch.optim.AdamW, lr: float = 1e-2) -> torch.optim.Optimizer:
+    return cls([p for p in model.parameters() if p.requires_grad], lr=lr)
+
+
+def test_recipe_head_only_trained_twice_with_fresh_optimizers(public_test):
+    # BatchNorm in eval mode counts nothing and each optimizer counts only its own steps: fit's note counts both
+    train = tiny_set(3, per_class=3)
+    model = frozen_head_model()
+    for _ in range(2):
+        optimizer, history = fit_tiny(model, train, optimizer=head_optimizer(model))
+    recipe = dict(SMALL_RECIPE, strategy="head-only", lr=1e-2)
+    result = run_check("recipe_outcome", model, recipe, history, train, None, optimizer)
+    assert not result.passed and result.mistake == "trained_twice", result.feedback
+    assert "2 times (18 optimizer steps in all)" in result.feedback
+
+
+@pytest.mark.parametrize("cls", [torch.optim.AdamW, torch.optim.SGD])
+def test_recipe_hand_loop_then_fit_with_a_fresh_optimizer(public_test, cls):
+    from tl_helpers.data import make_loader
+
+    train = tiny_set(3, per_class=3)
+    model = frozen_head_model()
+    first = head_optimizer(model, cls)
+    model.train()
+    for _ in range(3):  # a first training run in a hand-written loop
+        for x, y in make_loader(train, batch_size=8, train=True):
+            first.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            first.step()
+    optimizer, history = fit_tiny(model, train, optimizer=head_optimizer(model, cls))
+    recipe = dict(SMALL_RECIPE, strategy="head-only", lr=1e-2)
+    result = run_check("recipe_outcome", model, recipe, history, train, None, optimizer)
+    assert not result.passed and result.mistake == "trained_with_another_optimizer", result.feedback
+
+
+def test_recipe_one_head_only_run_is_within_the_budget(public_test):
+    train = tiny_set(3, per_class=3)
+    model = frozen_head_model()
+    optimizer, history = fit_tiny(model, train, optimizer=head_optimizer(model))
+    recipe = dict(SMALL_RECIPE, strategy="head-only", lr=1e-2)
+    result = run_check("recipe_outcome", model, recipe, history, train, None, optimizer)
+    # tiny random images: the private score decides, not the budget
+    assert result.mistake in (None, "below_private_bar"), result.feedback
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "expected"),
+    [
+        (torch.optim.AdamW, {}, 7),
+        (torch.optim.AdamW, {"weight_decay": 0.0}, 7),
+        (torch.optim.Adam, {}, 7),
+        (torch.optim.SGD, {"momentum": 0.9}, 7),
+        (torch.optim.AdamW, {"fused": True}, None),  # fused kernels leave the version counter alone
+    ],
+)
+def test_parameter_updates_counts_steps_over_every_optimizer(cls, kwargs, expected):
+    from tl_helpers.checks.outcomes import parameter_updates
+
+    model = nn.Linear(4, 3)
+    optimizer = None
+    for steps in (3, 4):  # two optimizers, 7 steps in all
+        optimizer = cls(model.parameters(), lr=1e-3, **kwargs)
+        for _ in range(steps):
+            optimizer.zero_grad()
+            model(torch.randn(2, 4)).sum().backward()
+            optimizer.step()
+    counted = parameter_updates(model, optimizer)
+    if expected is None:
+        assert counted is None
+    else:  # the initialisation's own in-place writes may add one
+        assert expected <= counted <= expected + 1

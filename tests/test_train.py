@@ -502,3 +502,51 @@ def test_cuda_uint8_pinned_batches_converted_on_the_gpu_channels_last(fake_root,
     assert all(t.device.type == "cuda" and t.dtype.is_floating_point for t in seen)
     assert all(t.is_contiguous(memory_format=torch.channels_last) for t in seen)
     assert model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+# ----------------------------------------------------------------------------- provenance
+
+
+def _tiny_split(seed: int, n: int = 16) -> data.ImageTensors:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    images = torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8)
+    return data.ImageTensors(images, labels, [f"s{seed}/{i}.jpg" for i in range(n)], ("a", "b"))
+
+
+def _tiny_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
+
+
+def test_fit_notes_the_images_and_steps_on_the_model():
+    model, train_set, val_set = _tiny_net(), _tiny_split(0), _tiny_split(1)
+    assert train.training_record(model) == {"trained_on": set(), "steps": 0, "fit_calls": 0}
+    loader = data.make_loader(train_set, batch_size=4, image_size=8, train=True)
+    val_loader = data.make_loader(val_set, batch_size=8, image_size=8)
+    for _ in range(2):
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        train.fit(model, loader, val_loader, opt, epochs=3, device="cpu", progress=False)
+    record = train.training_record(model)
+    assert record == {"trained_on": set(train_set.files), "steps": 24, "fit_calls": 2}
+    record["trained_on"].add("x")  # a copy: the model's note is unchanged
+    assert "x" not in train.training_record(model)["trained_on"]
+    # validation after every epoch: six weight states, all different, noted on the validation split only
+    seen = train.evaluation_record(val_set)
+    assert len(seen) == 6 and len(set(seen)) == 6
+    assert train.evaluation_record(train_set) == []
+    assert seen[-1] == train.state_fingerprint(model)
+
+
+def test_evaluate_and_predict_note_the_weights_on_the_data():
+    import copy
+
+    model, test_set = _tiny_net(), _tiny_split(2)
+    loader = data.make_loader(test_set, batch_size=8, image_size=8)
+    train.evaluate(model, loader, "cpu")
+    train.predict(copy.deepcopy(model), loader, "cpu")  # a copy has the same fingerprint
+    assert train.evaluation_record(test_set) == [train.state_fingerprint(model)] * 2
+    with torch.no_grad():
+        model[1].bias.add_(1e-3)
+    assert train.state_fingerprint(model) != train.evaluation_record(test_set)[0]
+    assert train.evaluation_record(object()) == []

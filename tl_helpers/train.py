@@ -21,6 +21,12 @@ hold the unwrapped model's keys (no ``module.`` prefix), so one process can resu
 epoch seed, train, record, validate and checkpoint. ``evaluate`` and ``predict``
 share one evaluation loop.
 
+Provenance: ``fit`` notes on the model which images it trained on and how many optimizer
+steps it took (:func:`training_record`), and every evaluation notes on the data it read which
+weights were evaluated (:func:`evaluation_record`). Nothing else reads these notes but the
+exercise checks (was the model trained on test images? were several models compared on the
+test set?); they live on the objects themselves, so a copy of the model carries its record.
+
 Reproducibility: ``fit`` reseeds torch's RNG and the loader's shuffling
 generator at the start of every epoch from ``seed + epoch``. Each epoch is
 therefore a pure function of the weights at its start, which is what makes a
@@ -50,11 +56,14 @@ __all__ = [
     "History",
     "cudnn_benchmark_setting",
     "evaluate",
+    "evaluation_record",
     "fit",
     "load_checkpoint",
     "predict",
     "resize_batch",
     "save_checkpoint",
+    "state_fingerprint",
+    "training_record",
     "unwrap_model",
     "warmup_cosine",
 ]
@@ -121,6 +130,7 @@ def _eval_loop(
                 on_batch(logits, y)
     finally:
         model.train(was_training)
+    _note_evaluation(model, loader)
 
 
 def evaluate(
@@ -403,6 +413,7 @@ def fit(
         if scheduler is not None and not scheduler_per_step:
             scheduler.step()
         _record_epoch(history, stats, optimizer, time.perf_counter() - t0)
+        _note_training(model, train_loader, steps, first_epoch=epoch == start)
         if val_loader is not None:
             result = evaluate(model, val_loader, device, loss_fn=loss_fn, amp=amp, channels_last=channels_last)
             history.val_loss.append(result.loss)
@@ -412,6 +423,66 @@ def fit(
                 checkpoint, model, optimizer, epoch=epoch + 1, history=history, scheduler=scheduler, scaler=scaler
             )
     return history
+
+
+# ----------------------------------------------------------------------------- provenance
+
+_PROVENANCE = "tl_provenance"  # the attribute holding the notes, on models and on image splits
+
+
+def _files_of(loader: DataLoader) -> list[str] | None:
+    files = getattr(getattr(loader, "dataset", None), "data", None)
+    files = getattr(files, "files", None)
+    return list(files) if isinstance(files, (list, tuple)) else None
+
+
+def state_fingerprint(model: nn.Module) -> tuple[float, float]:
+    """Two numbers that change whenever the model's weights change (sum and sum of squares of all parameters).
+
+    Equal for a model and its deep copy; different after any optimizer step.
+    """
+    total, squares = 0.0, 0.0
+    with torch.no_grad():
+        for p in unwrap_model(model).parameters():
+            q = p.detach().double()
+            total += float(q.sum())
+            squares += float((q * q).sum())
+    return (round(total, 6), round(squares, 6))
+
+
+def training_record(model: nn.Module) -> dict:
+    """What :func:`fit` did to ``model``: ``{"trained_on": set of file names, "steps": optimizer steps,
+    "fit_calls": calls}`` (empty set and zeros for a model ``fit`` never trained; a copy, safe to change)."""
+    note = unwrap_model(model).__dict__.get(_PROVENANCE, {})
+    return {
+        "trained_on": set(note.get("trained_on", ())),
+        "steps": int(note.get("steps", 0)),
+        "fit_calls": int(note.get("fit_calls", 0)),
+    }
+
+
+def evaluation_record(data: object) -> list[tuple[float, float]]:
+    """The :func:`state_fingerprint` of every model evaluated on ``data`` (an image split) by
+    :func:`evaluate`, :func:`predict` or ``fit``'s validation, in order (a copy)."""
+    note = getattr(data, "__dict__", {}).get(_PROVENANCE, {})
+    return list(note.get("evaluated", ()))
+
+
+def _note_training(model: nn.Module, loader: DataLoader, steps: int, first_epoch: bool) -> None:
+    note = unwrap_model(model).__dict__.setdefault(_PROVENANCE, {})
+    files = _files_of(loader)
+    if files is not None:
+        note.setdefault("trained_on", set()).update(files)
+    note["steps"] = int(note.get("steps", 0)) + int(steps)
+    if first_epoch:
+        note["fit_calls"] = int(note.get("fit_calls", 0)) + 1
+
+
+def _note_evaluation(model: nn.Module, loader: DataLoader) -> None:
+    data = getattr(getattr(loader, "dataset", None), "data", None)
+    if data is None or not hasattr(data, "__dict__"):
+        return
+    data.__dict__.setdefault(_PROVENANCE, {}).setdefault("evaluated", []).append(state_fingerprint(model))
 
 
 # ----------------------------------------------------------------------------- the steps of fit

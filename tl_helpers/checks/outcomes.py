@@ -21,6 +21,7 @@ from torch import nn
 from tl_helpers.checks.core import CheckResult, fail, learner_error, ok, preprocessing_of, register
 from tl_helpers.checks.registry import exercise
 from tl_helpers.data import BatchTransform, ImageTensors
+from tl_helpers.train import evaluation_record, state_fingerprint, training_record
 
 __all__ = [
     "BASELINES",
@@ -32,6 +33,7 @@ __all__ = [
     "graded_heldout",
     "image_passes",
     "optimizer_steps",
+    "parameter_updates",
     "predictions_of",
     "train_mode_batches",
 ]
@@ -261,6 +263,42 @@ def optimizer_steps(optimizer: Any) -> int | None:
     return max(steps) if steps else None
 
 
+def _bumps_per_step(optimizer: Any, group: Mapping) -> int:
+    """In-place writes one ``optimizer.step()`` makes to a parameter with these hyperparameters (0: unknown).
+
+    Measured on a scratch parameter with an optimizer of the same class and the group's settings (AdamW:
+    2, the decay and the update; Adam, SGD: 1; fused kernels bypass the counter: 0)."""
+    dummy = nn.Parameter(torch.zeros(4))
+    hyper = {k: v for k, v in group.items() if k != "params"}
+    try:
+        probe = type(optimizer)([{"params": [dummy], **hyper}])
+        versions = []
+        for _ in range(3):
+            dummy.grad = torch.ones(4)
+            probe.step()
+            versions.append(dummy._version)
+    except Exception:
+        return 0
+    return max(0, (versions[2] - versions[0]) // 2)
+
+
+def parameter_updates(model: nn.Module, optimizer: Any) -> int | None:
+    """How many optimizer steps the weights of ``model`` that ``optimizer`` trains really took, over *every*
+    optimizer that ever trained them (a fresh optimizer's own counters start at 0; a tensor's version counter
+    does not): the median over those weights of in-place writes divided by the writes per step.
+    ``None`` when it cannot be told (no such weights, or an optimizer that bypasses the counter)."""
+    own = {id(p) for p in model.parameters()}
+    counts = []
+    for group in getattr(optimizer, "param_groups", []):
+        per_step = _bumps_per_step(optimizer, group)
+        if per_step <= 0:
+            continue
+        counts += [p._version // per_step for p in group["params"] if id(p) in own and p.requires_grad]
+    if not counts:
+        return None
+    return int(np.median(counts))
+
+
 def train_mode_batches(model: nn.Module) -> int:
     """Batches the model's BatchNorm layers saw in train mode (``num_batches_tracked``; pretrained weights: 0)."""
     counts = [
@@ -330,6 +368,33 @@ def _check_recipe_outcome(
             "Train on images from data['train'].",
             mistake="trained_on_test_images",
         )
+    record = training_record(model)  # what fit() itself noted on the model, whatever set was passed here
+    fit_leaked = sorted(record["trained_on"] & test_files)
+    if fit_leaked:
+        return fail(
+            f"fit trained your model on {len(fit_leaked)} test image(s) (e.g. {fit_leaked[0]}), although the "
+            "training set passed here has none: the test set only measures. Train on images from data['train'] "
+            "and pass the set you really trained on.",
+            mistake="trained_on_test_images",
+        )
+    elsewhere = sorted(record["trained_on"] - set(train_data.files))
+    if elsewhere:
+        return fail(
+            f"fit trained your model on {len(elsewhere)} image(s) that are not in the training set passed here "
+            f"(e.g. {elsewhere[0]}): pass the set you really trained on, so the budget counts it.",
+            mistake="trained_on_other_images",
+        )
+    if test_data is not None:
+        final = state_fingerprint(model)
+        others = {fp for fp in evaluation_record(test_data) if fp != final}
+        if others:
+            return fail(
+                f"test_small was used to evaluate {len(others)} model(s) or training state(s) other than your "
+                "final model (several learning rates compared on it, or test_small as fit's validation set). "
+                "Choosing by test accuracy makes the test number optimistic: compare candidates on val_small and "
+                "measure the test set once, at the end.",
+                mistake="chose_on_test",
+            )
     stated = int(recipe["epochs"])
     recorded = _epochs_of(history)
     if recorded is not None and recorded > stated:
@@ -356,6 +421,22 @@ def _check_recipe_outcome(
         "a second call to fit, an extra training loop, or a training set larger than the one you passed here "
         "(the budget counts every image pass)"
     )
+    if record["fit_calls"] > 1 and record["steps"] > allowed + slack:
+        return fail(
+            f"fit trained this model {record['fit_calls']} times ({record['steps']} optimizer steps in all); your "
+            f"recipe ({stated} epochs of {len(train_data)} images in batches of {batch}) allows {allowed}. The budget "
+            "counts every run, including the ones with a fresh optimizer: train once, with the epochs you state.",
+            mistake="trained_twice",
+        )
+    updates = parameter_updates(model, optimizer)
+    if updates is not None and updates > allowed + slack and (steps is None or updates > steps + slack):
+        return fail(
+            f"The weights your optimizer trains were updated about {updates} times, but this optimizer took "
+            f"{steps if steps is not None else 'no counted'} steps and your recipe allows {allowed}: the model was "
+            "trained before, by another optimizer (a second training run with a fresh optimizer). The budget counts "
+            "every run: train once, with the epochs you state.",
+            mistake="trained_with_another_optimizer",
+        )
     if steps is not None and steps > allowed + slack:
         return fail(
             f"Your optimizer took {steps} steps; your recipe ({stated} epochs of {len(train_data)} images in "
