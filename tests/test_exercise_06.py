@@ -527,7 +527,7 @@ def test_honest_accuracy_of_an_evaluation_result_object(memorising):
     assert ".accuracy" in result.feedback
 
 
-# ----------------------------------------------------------------------------- recipe_outcome: what fit and evaluate noted
+# ------------------------------------------------------------------ recipe_outcome: what fit and evaluate noted
 
 
 def fit_tiny(model: nn.Module, data: ImageTensors, epochs: int = 3, optimizer=None, val=None):
