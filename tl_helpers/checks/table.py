@@ -86,6 +86,11 @@ GRADED: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("conflict_action", ("conflict_action",)),
         ("choose_strategy", ("choose_strategy",)),
     ],
+    "10_choosing_the_source_exercises": [
+        ("two_heads", ("TwoHeads",)),
+        ("multitask_loss", ("multitask_loss",)),
+        ("choose_source", ("choose_source",)),
+    ],
 }
 
 # notebook stem -> [(gradebook column = exercise id, check function id, notebook variables)]: what the grader
