@@ -520,10 +520,17 @@ def _by_cost(results: Results, costs: Costs) -> list[str]:
     return sorted(results, key=lambda name: costs[name])
 
 
-def _switch_rule(order: list[str], results: Results) -> str:
+def _worst_beats_best(new: list[float], current: list[float]) -> bool:
+    return min(new) > max(current)
+
+
+def _switch_rule(
+    order: list[str], results: Results, beats: Callable[[list[float], list[float]], bool] = _worst_beats_best
+) -> str:
+    """Walk ``order``, switching to a model whenever ``beats(its accuracies, the current choice's)``."""
     current = order[0]
     for name in order[1:]:
-        if min(results[name]) > max(results[current]):
+        if beats(results[name], results[current]):
             current = name
     return current
 
@@ -584,27 +591,15 @@ def _first_switch(results: Results, costs: Costs) -> str:
 
 
 def _paired_seeds(results: Results, costs: Costs) -> str:
-    current, *rest = _by_cost(results, costs)
-    for name in rest:
-        if all(a > b for a, b in zip(results[name], results[current])):
-            current = name
-    return current
+    return _switch_rule(_by_cost(results, costs), results, lambda new, cur: all(a > b for a, b in zip(new, cur)))
 
 
 def _best_vs_best(results: Results, costs: Costs) -> str:
-    current, *rest = _by_cost(results, costs)
-    for name in rest:
-        if max(results[name]) > max(results[current]):
-            current = name
-    return current
+    return _switch_rule(_by_cost(results, costs), results, lambda new, cur: max(new) > max(cur))
 
 
 def _worst_vs_worst(results: Results, costs: Costs) -> str:
-    current, *rest = _by_cost(results, costs)
-    for name in rest:
-        if min(results[name]) > min(results[current]):
-            current = name
-    return current
+    return _switch_rule(_by_cost(results, costs), results, lambda new, cur: min(new) > min(cur))
 
 
 SOURCE_RULES: dict[str, list[Callable[[Results, Costs], str]]] = {
