@@ -58,9 +58,9 @@ def test_doctor_names_what_notebooks_08_and_09_need_without_deciding_ready(isola
     monkeypatch.setattr(data, "EUROSAT_NUM_IMAGES", 20)
     monkeypatch.setattr(text, "find_sst2", no_sst2)
     monkeypatch.setattr(examples, "DEBIAN_DIR", isolated_env / "no-fashion")
-    assert cli.main(["doctor"]) == 0  # 08 and 09's data missing: still READY for 00-07
+    assert cli.main(["doctor"]) == 0  # 08/11 and 09's data missing: still READY for 00-07
     out = capsys.readouterr().out
-    assert "OK encoder" in out and "-- sst2      notebook 08 needs it" in out
+    assert "OK encoder" in out and "-- sst2      notebooks 08 and 11 need it" in out
     assert "-- fashion   notebook 09 needs it" in out and "dataset-fashion-mnist" in out
     assert "OK lite1" in out and "OK lite2" in out and "(notebook 10)" in out
 

@@ -130,7 +130,7 @@ def test_solutions_stored_clean_and_cover_topics():
     # one exercise notebook for every course notebook after the setup check, new notebooks included
     lessons = sorted(p.stem for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb") if not p.name.startswith("00_"))
     assert stems == [f"{lesson}_exercises" for lesson in lessons], "add solutions/<notebook>_exercises.ipynb"
-    assert [s[:2] for s in stems] == ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10"]
+    assert [s[:2] for s in stems] == ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11"]
     graded = [c for spec in ASSIGNMENTS.values() for c in spec]
     assert len(graded) >= 12 and all(CHECKS[cid].points > 0 for _, cid, _ in graded)
     for stem, spec in ASSIGNMENTS.items():

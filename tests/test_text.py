@@ -208,6 +208,27 @@ def test_embedding_cache_is_keyed_by_content(encoder_and_tokenizer, tmp_path, mo
     assert torch.allclose(rebuilt, first, atol=1e-5)
 
 
+def test_embed_cls_pooling_reads_the_first_token_and_has_its_own_cache(encoder_and_tokenizer, tmp_path):
+    encoder, tokenizer = encoder_and_tokenizer
+    sentences = ["a good film", "a much longer and rather dull film about nothing at all ."]
+    cls = text.embed(encoder, tokenizer, sentences, batch_size=2, progress=False, pooling="cls")
+    batch = tokenizer(sentences, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = encoder(**batch).last_hidden_state
+    assert torch.allclose(cls, hidden[:, 0], atol=1e-4)
+    mean = text.embed(encoder, tokenizer, sentences, batch_size=2, progress=False)
+    assert torch.allclose(mean, text.mean_pool(hidden, batch["attention_mask"]), atol=1e-4)
+    assert not torch.allclose(cls, mean, atol=1e-2)
+    with pytest.raises(ValueError, match="pooling"):
+        text.embed(encoder, tokenizer, sentences, progress=False, pooling="max")
+    cached_mean = text.cached_embeddings(encoder, tokenizer, sentences, name="p", cache=tmp_path, progress=False)
+    cached_cls = text.cached_embeddings(
+        encoder, tokenizer, sentences, name="p", cache=tmp_path, progress=False, pooling="cls"
+    )
+    assert len(list(tmp_path.glob("text-embeddings-p-*.pt"))) == 2, "each pooling has its own file"
+    assert torch.allclose(cached_cls, cls, atol=1e-5) and torch.allclose(cached_mean, mean, atol=1e-5)
+
+
 def test_classifier_trains_with_fit_on_length_batches(encoder_and_tokenizer):
     _, tokenizer = encoder_and_tokenizer
     scratch, _ = text.load_encoder(pretrained=False, seed=0)
@@ -221,3 +242,33 @@ def test_classifier_trains_with_fit_on_length_batches(encoder_and_tokenizer):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     fit(model, loader, None, optimizer, epochs=4, device="cpu", progress=False)
     assert evaluate(model, text.make_text_loader(tokenizer, data, batch_size=8), "cpu").accuracy == 1.0
+
+
+def test_quote_pairs_cut_each_phrase_from_its_own_sentence_only():
+    sentences = [
+        "the film is a quiet and moving portrait of a family that slowly falls apart over one long summer .",
+        "a loud , messy and overlong comedy that never finds the heart its cast so clearly wanted to show .",
+        "an honest , funny film about growing up that earns every one of its tears and all of its laughs .",
+        "short and sweet .",
+    ]
+    phrases = [
+        "a quiet and moving portrait of a family",
+        "a loud , messy and overlong comedy",
+        "an honest , funny film about growing up",
+    ]
+    data = text.TextData(sentences + phrases, torch.zeros(len(sentences) + len(phrases), dtype=torch.long))
+    docs, queries = text.quote_pairs(data, n_pairs=10, seed=0)
+    assert sorted(docs) == sorted(sentences[:3]) and len(queries) == 3
+    for d, q in zip(docs, queries):
+        assert q in d and q != d and 0.3 <= len(q.split()) / len(d.split()) <= 0.6
+    assert text.quote_pairs(data, n_pairs=10, seed=0) == (docs, queries), "seeded"
+    # a sentence sharing text with an excluded (training) sentence is never used
+    docs2, _ = text.quote_pairs(data, exclude=["a loud , messy and overlong comedy"], n_pairs=10, seed=0)
+    assert sorted(docs2) == sorted([sentences[0], sentences[2]])
+    # a phrase that occurs in two sentences has no single right answer: never a query with both taken
+    twin = sentences[1].replace("never finds", "still misses")
+    data3 = text.TextData(
+        sentences + phrases + [twin], torch.zeros(len(sentences) + len(phrases) + 1, dtype=torch.long)
+    )
+    docs3, queries3 = text.quote_pairs(data3, n_pairs=10, seed=0)
+    assert len(docs3) >= 2 and all(sum(q in d for d in docs3) == 1 for q in queries3)

@@ -101,7 +101,7 @@ def doctor(args: argparse.Namespace) -> int:
 
 
 def later_notebook_needs(data_dir: str | os.PathLike | None = None) -> list[str]:
-    """One line each for what only notebooks 08, 09 and 10 need (``OK`` found, ``--`` missing: those notebooks stop).
+    """One line each for what only notebooks 08-11 need (``OK`` found, ``--`` missing: those notebooks stop).
 
     They do not decide READY, which is about notebooks 00-07.
     """
@@ -112,13 +112,13 @@ def later_notebook_needs(data_dir: str | os.PathLike | None = None) -> list[str]
     try:
         import transformers
 
-        lines.append(f"OK encoder   {text.encoder_path()} (transformers {transformers.__version__}; notebook 08)")
+        lines.append(f"OK encoder   {text.encoder_path()} (transformers {transformers.__version__}; notebooks 08, 11)")
     except Exception as exc:  # report, don't crash
-        lines.append(f"-- encoder   notebook 08 needs it: {' '.join(str(exc).split())}")
+        lines.append(f"-- encoder   notebooks 08 and 11 need it: {' '.join(str(exc).split())}")
     try:
-        lines.append(f"OK sst2      {text.find_sst2(data_dir, verify=False, allow_download=False)} (notebook 08)")
+        lines.append(f"OK sst2      {text.find_sst2(data_dir, verify=False, allow_download=False)} (notebooks 08, 11)")
     except Exception as exc:
-        lines.append(f"-- sst2      notebook 08 needs it: {' '.join(str(exc).split())}")
+        lines.append(f"-- sst2      notebooks 08 and 11 need it: {' '.join(str(exc).split())}")
     try:
         lines.append(f"OK fashion   {find_fashion_mnist(allow_download=False)} (notebook 09)")
     except Exception as exc:

@@ -87,13 +87,13 @@ def display_order(question: Question) -> tuple[Option, ...]:
 
 
 def quiz(questions: Sequence[Question], *, title: str = "Self-check") -> Any:
-    """Show the questions as radio buttons (options in :func:`display_order`) with immediate feedback.
+    """The questions as radio buttons (options in :func:`display_order`) with immediate feedback.
 
     Returns:
-        The widget.
+        The widget. As the last expression of a cell (how the notebooks call it) Jupyter shows it
+        once; elsewhere, pass it to ``IPython.display.display``.
     """
     import ipywidgets as widgets
-    from IPython.display import display
 
     validate(questions)
     rows: list[Any] = [widgets.HTML(f"<h3>{title}</h3>")]
@@ -109,7 +109,5 @@ def quiz(questions: Sequence[Question], *, title: str = "Self-check") -> Any:
                 feedback.value = html.escape(text)
 
         picker.observe(on_pick, names="value")
-        rows += [widgets.HTML(f"<b>{number}. {q.prompt}</b>"), picker, feedback]
-    box = widgets.VBox(rows)
-    display(box)
-    return box
+        rows += [widgets.HTML(f"<b>{number}. {html.escape(q.prompt)}</b>"), picker, feedback]
+    return widgets.VBox(rows)

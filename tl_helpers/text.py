@@ -32,7 +32,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -45,6 +45,7 @@ __all__ = [
     "SST2_FILES",
     "SST2_LABELS",
     "ENCODER_PACKAGE",
+    "POOLINGS",
     "TextData",
     "TextDataError",
     "TextNotFoundError",
@@ -62,10 +63,12 @@ __all__ = [
     "TokenizedTexts",
     "LengthBucketSampler",
     "make_text_loader",
+    "quote_pairs",
 ]
 
 SST2_DIR_ENV = "TL_SST2_DIR"
 SST2_LABELS: tuple[str, ...] = ("negative", "positive")
+POOLINGS: tuple[str, ...] = ("mean", "cls")  # how embed() turns token vectors into one sentence vector
 # sha256 of the three files as the course uses them (label, then the sentence; tab-separated).
 SST2_FILES: dict[str, str] = {
     "train.tsv": "e981ceb4fe6c9acd1c79851d0d091b9e78103f1f2a399ca83dda27915d41c56c",
@@ -346,13 +349,19 @@ def embed(
     progress: bool = True,
     sort: bool = True,
     desc: str = "embedding",
+    pooling: str = "mean",
 ) -> torch.Tensor:
-    """Mean-pooled sentence embeddings [N, D] in the order of ``texts`` (the encoder runs in eval mode).
+    """Sentence embeddings [N, D] in the order of ``texts`` (the encoder runs in eval mode).
 
     Args:
         sort: Batch sentences of similar length together (default). ``False`` batches them in
             the given order, each batch padded to its longest sentence: same numbers, slower.
+        pooling: ``"mean"`` (default): the masked mean over the tokens, what a sentence encoder
+            such as all-MiniLM-L6-v2 was trained to produce; ``"cls"``: the first token's
+            (``[CLS]``) final vector, what BERT's own classification recipe reads.
     """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     from tqdm.auto import tqdm
 
     device = torch.device(device)
@@ -369,7 +378,8 @@ def embed(
         for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
             input_ids, mask = _pad([ids[i] for i in batch], tokenizer.pad_token_id)
             hidden = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).last_hidden_state
-            out[torch.tensor(batch)] = mean_pool(hidden, mask.to(device)).float().cpu()
+            pooled = mean_pool(hidden, mask.to(device)) if pooling == "mean" else hidden[:, 0]
+            out[torch.tensor(batch)] = pooled.float().cpu()
     finally:
         model.train(was_training)
     return out
@@ -386,18 +396,23 @@ def cached_embeddings(
     name: str = "texts",
     cache: str | os.PathLike | None = None,
     progress: bool = True,
+    pooling: str = "mean",
 ) -> torch.Tensor:
     """:func:`embed`, computed once and cached on disk.
 
-    The key is the encoder's weights, the tokenizer's vocabulary, ``max_length`` and the
-    sentences themselves (their exact text, in order), so other sentences under the same
+    The key is the encoder's weights, the tokenizer's vocabulary, ``max_length``, the pooling and
+    the sentences themselves (their exact text, in order), so other sentences under the same
     ``name`` never get stale vectors back.
     """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     texts = list(data.texts if isinstance(data, TextData) else data)
     text_digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
-    key = sha256_text(
-        encoder_fingerprint(model), len(tokenizer), tokenizer.name_or_path.split("/")[-1], max_length, text_digest
-    )
+    vocabulary = tokenizer.name_or_path.split("/")[-1]
+    parts: list[object] = [encoder_fingerprint(model), len(tokenizer), vocabulary, max_length]
+    if pooling != "mean":  # mean-pooled caches keep the key they always had
+        parts.append(pooling)
+    key = sha256_text(*parts, text_digest)
     folder = Path(cache) if cache is not None else cache_dir()
     path = folder / f"text-embeddings-{name}-{key[:16]}.pt"
     return load_or_build(
@@ -412,6 +427,7 @@ def cached_embeddings(
             device=device,
             progress=progress,
             desc=f"embedding {name}",
+            pooling=pooling,
         ),
         what="embedding cache",
     )
@@ -507,3 +523,55 @@ def make_text_loader(
     g = torch.Generator().manual_seed(seed)
     sampler = LengthBucketSampler([len(x) for x in dataset.ids], batch_size, shuffle=shuffle, generator=g)
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=dataset.collate, generator=g)
+
+
+# ----------------------------------------------------------------------------- a search task
+
+
+def quote_pairs(
+    data: TextData,
+    *,
+    exclude: Iterable[str] = (),
+    n_pairs: int = 1000,
+    min_words: int = 20,
+    share: tuple[float, float] = (0.3, 0.6),
+    seed: int = 0,
+) -> tuple[list[str], list[str]]:
+    """Sentence/phrase pairs for a search task, from a treebank file that holds phrases of its sentences.
+
+    SST-2's training file holds the Sentiment Treebank's sentences *and* phrases cut from them.
+    Sentences of ``min_words``+ words are drawn in a seeded order; for each, the longest phrase of
+    the file that is part of it and covers ``share`` (lowest, highest) of its words is its query.
+    A sentence is skipped when it shares text with any of ``exclude`` (one contains the other) or
+    with a sentence already taken; at the end, a phrase found in another taken sentence too is
+    dropped with its sentence, so every query has exactly one right answer.
+
+    Returns:
+        ``(sentences, phrases)``: equally long lists, ``phrases[i]`` cut from ``sentences[i]``.
+    """
+    texts = list(data.texts)
+    items = set(texts)
+    excluded = list(dict.fromkeys(exclude))
+    long_ones = [t for t in texts if len(t.split()) >= min_words]
+    low, high = share
+    rng = torch.Generator().manual_seed(seed)
+    docs: list[str] = []
+    queries: list[str] = []
+    for i in torch.randperm(len(long_ones), generator=rng).tolist():
+        doc = long_ones[i]
+        if any(u in doc or doc in u for u in excluded) or any(doc in d or d in doc for d in docs):
+            continue
+        words = doc.split()
+        phrase = None
+        for k in range(int(high * len(words)), int(low * len(words)) - 1, -1):  # the longest phrase first
+            spans = (" ".join(words[a : a + k]) for a in range(len(words) - k + 1))
+            phrase = next((q for q in spans if q in items and q != doc), None)
+            if phrase:
+                break
+        if phrase and not any(phrase in d for d in docs):
+            docs.append(doc)
+            queries.append(phrase)
+        if len(docs) == n_pairs:
+            break
+    keep = [i for i, q in enumerate(queries) if sum(q in d for d in docs) == 1]
+    return [docs[i] for i in keep], [queries[i] for i in keep]

@@ -4,9 +4,9 @@ Every exercise has one id, the same in ``check(...)``, ``hint(...)``, its soluti
 and its gradebook column (:mod:`.registry`: :data:`EXERCISES`). One module per topic registers its check
 functions and declares its exercises with their hints (:mod:`.splits`, :mod:`.pretrained`,
 :mod:`.feature_extraction`, :mod:`.freezing`, :mod:`.heads`, :mod:`.fine_tuning`, :mod:`.language`,
-:mod:`.outcomes`, :mod:`.transfer`, :mod:`.own_images`, :mod:`.source`); :mod:`.table` says which exercise grades
-which notebook variables of which exercise notebook; :mod:`.hints` gives step-by-step hints on request. Everything
-a notebook or the grader needs is importable from here::
+:mod:`.outcomes`, :mod:`.transfer`, :mod:`.own_images`, :mod:`.source`, :mod:`.search`); :mod:`.table` says which
+exercise grades which notebook variables of which exercise notebook; :mod:`.hints` gives step-by-step hints on
+request. Everything a notebook or the grader needs is importable from here::
 
     from tl_helpers.checks import check, hint
 """
@@ -22,6 +22,7 @@ from tl_helpers.checks import (
     outcomes,
     own_images,
     pretrained,
+    search,
     source,
     splits,
     transfer,
@@ -43,6 +44,7 @@ TOPICS = (
     transfer,
     own_images,
     source,
+    search,
 )
 
 __all__ = [

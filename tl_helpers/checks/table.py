@@ -91,6 +91,11 @@ GRADED: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("multitask_loss", ("multitask_loss",)),
         ("choose_source", ("choose_source",)),
     ],
+    "11_language_fine_tuning_on_equal_terms_exercises": [
+        ("search_hits", ("search_hits",)),
+        ("paired_difference", ("paired_difference",)),
+        ("choose_rate", ("choose_rate",)),
+    ],
 }
 
 # notebook stem -> [(gradebook column = exercise id, check function id, notebook variables)]: what the grader
