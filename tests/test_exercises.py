@@ -137,6 +137,7 @@ def test_solutions_stored_clean_and_cover_topics():
         nb = nbformat.read(REPO / "solutions" / f"{stem}.ipynb", as_version=4)
         source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
         assert all(c.outputs == [] for c in nb.cells if c.cell_type == "code")
+        assert nb.metadata.get("tl_course", {}).get("assignment") == stem, f"solutions/{stem}: tl_course metadata"
         for exercise, _, names in spec:  # each graded exercise has a check(...) cell on the same variables
             assert f'check("{exercise}", {", ".join(names)})' in source, (stem, exercise)
         assert total_points(stem) > 0

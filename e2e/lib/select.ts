@@ -17,7 +17,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 /** Notebooks light enough to run in the browser on every CI run (name prefixes). Edit freely. */
-export const LIGHT_NOTEBOOKS = ['00_', '04_', '08_'];
+export const LIGHT_NOTEBOOKS = ['00_', '04_'];
 
 export const REPO = process.env.E2E_REPO || path.resolve(__dirname, '..', '..');
 export const SERVER_ROOT = process.env.E2E_ROOT_DIR || REPO;

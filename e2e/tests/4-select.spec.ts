@@ -41,8 +41,9 @@ const nb = (...prefixes: string[]) =>
 
 test.describe('notebook selection (pure functions, no browser)', () => {
   test('LIGHT_NOTEBOOKS is the default light list', () => {
-    expect(LIGHT_NOTEBOOKS).toEqual(['00_', '04_', '08_']);
-    expect(isLight('notebooks/08_budget.ipynb')).toBe(true);
+    expect(LIGHT_NOTEBOOKS).toEqual(['00_', '04_']);
+    expect(isLight('notebooks/04_augment.ipynb')).toBe(true);
+    expect(isLight('notebooks/08_budget.ipynb')).toBe(false);
     expect(isLight('exercises/04_probe.ipynb')).toBe(true);
     expect(isLight('exercises/03_probe.ipynb')).toBe(false);
     expect(isLight('notebooks/02_heavy.ipynb')).toBe(false);
@@ -85,8 +86,8 @@ test.describe('notebook selection (pure functions, no browser)', () => {
   test('E2E_NOTEBOOKS unset: the light notebooks run, the rest of notebooks/ is opened', () => {
     for (const env of [{}, { E2E_NOTEBOOKS: '' }, { E2E_NOTEBOOKS: '  ' }]) {
       const s = selectNotebooks(env, list);
-      expect(s.run).toEqual(nb('00', '04', '08'));
-      expect(s.openOnly).toEqual(nb('01', '02', '03', '05', '06', '07', '09'));
+      expect(s.run).toEqual(nb('00', '04'));
+      expect(s.openOnly).toEqual(nb('01', '02', '03', '05', '06', '07', '08', '09'));
     }
   });
 
