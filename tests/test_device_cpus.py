@@ -140,6 +140,43 @@ def test_this_test_run_has_the_kernel_env():
         assert os.environ.get(name), name  # setdefault: a value the caller exported wins
 
 
+def _root_conftest():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("root_conftest_copy", REPO / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ci_wait_policy_reaches_notebook_kernels_only_and_is_restored(monkeypatch):
+    """CI exports TL_TEST_NOTEBOOK_WAIT_POLICY=ACTIVE: nbval's kernels spin; everything else keeps PASSIVE."""
+    conftest = _root_conftest()
+
+    class NotebookCell:  # what nbval's items carry
+        test_outputs = None
+
+    class UnitTest:
+        pass
+
+    def policy_during_setup(item):
+        setup = conftest.pytest_runtest_setup(item)
+        next(setup)  # the kernel starts here
+        during = os.environ.get("OMP_WAIT_POLICY")
+        with pytest.raises(StopIteration):
+            setup.send(None)
+        return during, os.environ.get("OMP_WAIT_POLICY")
+
+    monkeypatch.delenv("TL_SAVE_EXECUTED", raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.setenv(conftest.NOTEBOOK_WAIT_POLICY, "ACTIVE")
+    assert policy_during_setup(NotebookCell()) == ("ACTIVE", "PASSIVE")
+    assert policy_during_setup(UnitTest()) == ("PASSIVE", "PASSIVE")
+    monkeypatch.delenv(conftest.NOTEBOOK_WAIT_POLICY)
+    assert policy_during_setup(NotebookCell()) == ("PASSIVE", "PASSIVE")
+    assert "export TL_TEST_NOTEBOOK_WAIT_POLICY=ACTIVE" in (REPO / ".ci" / "run").read_text()
+
+
 def test_libgomp_reads_the_kernel_env_and_stops_spinning():
     code = "import torch; torch.ones(64, 64).sum()"
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
