@@ -35,9 +35,13 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """With TL_REQUIRE_ALL_NOTEBOOKS=1, fail unless every notebook on disk ran and passed."""
+    """With TL_REQUIRE_ALL_NOTEBOOKS=1, fail unless every notebook on disk ran and passed.
+
+    Under pytest-xdist each worker saves the notebooks it ran; the check runs once, in the controller, which
+    receives every worker's reports.
+    """
     _save_executed_notebooks()
-    if not os.environ.get("TL_REQUIRE_ALL_NOTEBOOKS"):
+    if not os.environ.get("TL_REQUIRE_ALL_NOTEBOOKS") or hasattr(session.config, "workerinput"):
         return
     on_disk = sorted(str(p.relative_to(REPO)) for p in (REPO / "notebooks").glob("*.ipynb"))
     ran = sorted(p for p, ok in _notebook_results.items() if ok)
@@ -59,25 +63,90 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 NBVAL_OUTPUT_TIMEOUT_S = 120
 
 
+# `make test TEST_JOBS=2` (CI sets it) runs the unit tests first, then the notebooks on two pytest-xdist workers
+# (`--dist loadscope --no-loadscope-reorder`: a notebook's cells stay together on one worker, in order), each
+# notebook's kernel with one compute thread, so that two kernels share the two cores without starving each other's
+# OpenMP threads. The notebooks are queued longest first and a worker takes the next one when it is nearly done with
+# its own. The seconds below: each notebook under nbval, alone, with two threads, on a 2-core Intel Xeon; a notebook
+# missing here counts as NOTEBOOK_SECONDS_DEFAULT (a test asks for every notebook). Measured on that machine: two
+# one-thread training loops side by side processed 1.14-1.41x the images of one two-thread loop alone. A notebook
+# computes slightly different numbers with one thread than with two (as it does on another CPU, or with four
+# threads); its asserts hold on each.
+NOTEBOOK_SECONDS = {
+    "00_setup_check": 11,
+    "01_pretrained_models": 42,
+    "02_feature_extraction": 197,
+    "03_freezing": 135,
+    "04_replacing_the_head": 121,
+    "05_fine_tuning_low_lr": 574,
+    "06_capstone_quick_check": 652,
+    "07_when_transfer_helps": 1142,
+    "08_transfer_in_language": 356,
+    "09_your_own_images": 177,
+    "10_choosing_the_source": 403,
+    "11_language_fine_tuning_on_equal_terms": 331,
+}
+NOTEBOOK_SECONDS_DEFAULT = 300
+
+
+def longest_first(items: list[pytest.Item]) -> list[pytest.Item]:
+    """The items with the notebooks' cells queued longest notebook first, each notebook's cells in their order.
+
+    Other items keep their place ahead of the notebooks.
+    """
+
+    def cost(item: pytest.Item) -> float:
+        return NOTEBOOK_SECONDS.get(Path(str(item.path)).stem, NOTEBOOK_SECONDS_DEFAULT)
+
+    cells = [item for item in items if hasattr(item, "output_timeout")]
+    others = [item for item in items if not hasattr(item, "output_timeout")]
+    # sorted() is stable: a notebook's cells keep their order, and notebooks of equal cost their collection order
+    return others + sorted(cells, key=lambda item: (-cost(item), str(item.path)))
+
+
+def _xdist_workers(config: pytest.Config) -> int:
+    """How many pytest-xdist workers run this session's tests (1 without xdist)."""
+    if hasattr(config, "workerinput"):  # this process is a worker
+        return max(1, int(config.workerinput["workercount"]))
+    return 1
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if hasattr(item, "output_timeout"):
             item.output_timeout = NBVAL_OUTPUT_TIMEOUT_S
+    if _xdist_workers(config) > 1:
+        items[:] = longest_first(items)
 
 
 # With TL_SAVE_EXECUTED=<folder>, every notebook whose cells all ran and passed is also written to
 # <folder>/<name>.ipynb with the outputs nbval received, so that `make site` renders this one
 # execution instead of running the notebooks again (see docs/site/executed.py). This only reads
 # what nbval recorded after each cell's test; it changes nothing in how the notebooks are tested.
+# Under pytest-xdist each worker writes the notebooks it ran.
 _executed_outputs: dict[str, dict] = {}
 
 
-# With TL_TEST_NOTEBOOK_WAIT_POLICY=<policy> (CI sets ACTIVE: it runs the notebooks one at a time, alone on the
-# machine), the notebooks' kernels start with that OMP_WAIT_POLICY instead of the course's PASSIVE. Sleeping threads
-# cost a kernel alone little at 64 px but much more on the small images of notebooks 05 and 07 (a 48 px training loop
-# measured 193 against 143 img/s, ACTIVE against PASSIVE, on a 2-core Intel Xeon). Only the notebook kernels: the
-# grader's kernels, which the tests run two at a time, keep PASSIVE. The numbers a notebook computes do not change.
+# With TL_TEST_NOTEBOOK_WAIT_POLICY=<policy> (for a machine that runs the notebooks one at a time, alone), the
+# notebooks' kernels start with that OMP_WAIT_POLICY instead of the course's PASSIVE. Sleeping threads cost a kernel
+# alone little at 64 px but more on the small images of notebooks 05 and 07 (a 48 px training loop measured 193
+# against 143 img/s, ACTIVE against PASSIVE, on a 2-core Intel Xeon, and level on another day). Only the notebook
+# kernels: the grader's kernels, which the tests run two at a time, keep PASSIVE. The numbers a notebook computes do
+# not change. With TEST_JOBS=2 each kernel has one thread and the policy has nothing to act on.
 NOTEBOOK_WAIT_POLICY = "TL_TEST_NOTEBOOK_WAIT_POLICY"
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def notebook_kernel_threads(config: pytest.Config) -> int | None:
+    """Compute threads of a notebook's kernel when several xdist workers share the CPUs (``None``: its own choice)."""
+    workers = _xdist_workers(config)
+    if workers <= 1:
+        return None
+    from tl_helpers.device import available_cpus  # torch-free
+
+    return max(1, available_cpus() // workers)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -96,6 +165,11 @@ def pytest_runtest_setup(item: pytest.Item):
         if policy:
             saved["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY")
             os.environ["OMP_WAIT_POLICY"] = policy
+        threads = notebook_kernel_threads(item.config)
+        if threads:
+            for name in THREAD_VARIABLES:
+                saved[name] = os.environ.get(name)
+                os.environ[name] = str(threads)
     try:
         yield
     finally:
