@@ -136,15 +136,12 @@ _executed_outputs: dict[str, dict] = {}
 NOTEBOOK_WAIT_POLICY = "TL_TEST_NOTEBOOK_WAIT_POLICY"
 
 
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
-
 def notebook_kernel_threads(config: pytest.Config) -> int | None:
     """Compute threads of a notebook's kernel when several xdist workers share the CPUs (``None``: its own choice)."""
     workers = _xdist_workers(config)
     if workers <= 1:
         return None
-    from tl_helpers.device import available_cpus  # torch-free
+    from tl_helpers.device import available_cpus  # imports torch: only on a worker, after pytest_configure set its env
 
     return max(1, available_cpus() // workers)
 
@@ -167,6 +164,8 @@ def pytest_runtest_setup(item: pytest.Item):
             os.environ["OMP_WAIT_POLICY"] = policy
         threads = notebook_kernel_threads(item.config)
         if threads:
+            from tl_helpers.runner import THREAD_VARIABLES  # torch-free
+
             for name in THREAD_VARIABLES:
                 saved[name] = os.environ.get(name)
                 os.environ[name] = str(threads)

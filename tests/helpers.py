@@ -24,6 +24,8 @@ __all__ = [
     "SST2_FILES",
     "NetworkBlocked",
     "cuda_available",
+    "load_root_conftest",
+    "nbval_project",
     "make_fake_eurosat",
     "missing_real_data",
     "real_archive",
@@ -107,3 +109,25 @@ def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def load_root_conftest(name: str = "root_conftest_copy"):
+    """The repository's root ``conftest.py`` as a fresh module, to call its hooks directly."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def nbval_project(folder: Path) -> Path:
+    """A copy of the root ``conftest.py`` (and the site helper it writes executed copies with) in ``folder``, with an
+    empty ``notebooks/``: a pytest run there tests the conftest's hooks on notebooks the test writes."""
+    import shutil
+
+    shutil.copy(REPO / "conftest.py", folder / "conftest.py")
+    (folder / "docs" / "site").mkdir(parents=True)
+    shutil.copy(REPO / "docs" / "site" / "executed.py", folder / "docs" / "site" / "executed.py")
+    (folder / "notebooks").mkdir()
+    return folder / "notebooks"

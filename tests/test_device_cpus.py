@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import load_root_conftest
 from tl_helpers import device, runner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,18 +141,9 @@ def test_this_test_run_has_the_kernel_env():
         assert os.environ.get(name), name  # setdefault: a value the caller exported wins
 
 
-def _root_conftest():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("root_conftest_copy", REPO / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_ci_wait_policy_reaches_notebook_kernels_only_and_is_restored(monkeypatch):
     """TL_TEST_NOTEBOOK_WAIT_POLICY=ACTIVE: nbval's kernels spin; everything else keeps PASSIVE."""
-    conftest = _root_conftest()
+    conftest = load_root_conftest()
 
     class NotebookCell:  # what nbval's items carry
         test_outputs = None

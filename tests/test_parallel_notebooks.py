@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,16 +11,11 @@ from types import SimpleNamespace
 import nbformat
 import pytest
 
+from tests.helpers import load_root_conftest, nbval_project
 from tl_helpers.device import available_cpus
+from tl_helpers.runner import THREAD_VARIABLES
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _root_conftest():
-    spec = importlib.util.spec_from_file_location("root_conftest_jobs", REPO / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class Cell:
@@ -47,14 +40,14 @@ class UnitTest:
 
 
 def test_every_notebook_on_disk_has_its_measured_seconds():
-    conftest = _root_conftest()
+    conftest = load_root_conftest()
     on_disk = {p.stem for p in (REPO / "notebooks").glob("*.ipynb")}
     assert set(conftest.NOTEBOOK_SECONDS) == on_disk
     assert all(seconds > 0 for seconds in conftest.NOTEBOOK_SECONDS.values())
 
 
 def test_longest_notebook_first_each_notebooks_cells_in_order():
-    conftest = _root_conftest()
+    conftest = load_root_conftest()
     slow, quick = sorted(conftest.NOTEBOOK_SECONDS, key=conftest.NOTEBOOK_SECONDS.get)[::-1][:1] + ["00_setup_check"]
     items = [Cell(quick, 0), Cell(quick, 1), UnitTest("t"), Cell("99_new", 0), Cell(slow, 0), Cell(slow, 1)]
     ordered = conftest.longest_first(items)
@@ -70,7 +63,7 @@ def test_longest_notebook_first_each_notebooks_cells_in_order():
 
 
 def test_the_order_changes_only_on_xdist_workers():
-    conftest = _root_conftest()
+    conftest = load_root_conftest()
     serial = [Cell("00_setup_check", 0), Cell("07_when_transfer_helps", 0)]
     conftest.pytest_collection_modifyitems(SimpleNamespace(), serial)
     assert [i.path.stem for i in serial] == ["00_setup_check", "07_when_transfer_helps"]
@@ -83,22 +76,22 @@ def test_the_order_changes_only_on_xdist_workers():
 def _env_during_setup(conftest, item) -> dict[str, str | None]:
     setup = conftest.pytest_runtest_setup(item)
     next(setup)  # nbval starts the notebook's kernel here
-    during = {name: os.environ.get(name) for name in conftest.THREAD_VARIABLES}
+    during = {name: os.environ.get(name) for name in THREAD_VARIABLES}
     with pytest.raises(StopIteration):
         setup.send(None)
     return during
 
 
 def test_two_workers_give_each_kernel_its_share_of_the_cpus_and_restore_the_env(monkeypatch):
-    conftest = _root_conftest()
+    conftest = load_root_conftest()
     monkeypatch.delenv("TL_SAVE_EXECUTED", raising=False)
     monkeypatch.delenv(conftest.NOTEBOOK_WAIT_POLICY, raising=False)
-    for name in conftest.THREAD_VARIABLES:
+    for name in THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     share = str(max(1, available_cpus() // 2))
     during = _env_during_setup(conftest, Cell("05_fine_tuning_low_lr", 0, workers=2))
-    assert during == dict.fromkeys(conftest.THREAD_VARIABLES, share)
-    assert all(os.environ.get(name) is None for name in conftest.THREAD_VARIABLES)  # restored
+    assert during == dict.fromkeys(THREAD_VARIABLES, share)
+    assert all(os.environ.get(name) is None for name in THREAD_VARIABLES)  # restored
     # one worker, or a unit test on a worker: the kernel makes its own choice
     assert set(_env_during_setup(conftest, Cell("05_fine_tuning_low_lr", 0)).values()) == {None}
     unit = UnitTest("t")
@@ -118,10 +111,7 @@ def test_make_test_with_two_jobs_runs_the_unit_tests_alone_then_the_notebooks_on
 @pytest.mark.slow
 def test_two_workers_run_every_notebook_whole_with_one_thread_and_save_each(tmp_path):
     """End to end: pytest -n 2 over three notebooks; each kernel sees one thread; the check counts all three."""
-    shutil.copy(REPO / "conftest.py", tmp_path / "conftest.py")
-    (tmp_path / "docs" / "site").mkdir(parents=True)
-    shutil.copy(REPO / "docs" / "site" / "executed.py", tmp_path / "docs" / "site" / "executed.py")
-    (tmp_path / "notebooks").mkdir()
+    nbval_project(tmp_path)
     for name in ("a", "b", "c"):
         cells = [
             nbformat.v4.new_code_cell(f"import os\nstate = '{name}'"),
@@ -130,7 +120,7 @@ def test_two_workers_run_every_notebook_whole_with_one_thread_and_save_each(tmp_
         ]
         nbformat.write(nbformat.v4.new_notebook(cells=cells), tmp_path / "notebooks" / f"{name}.ipynb")
     env = {**os.environ, "TL_SAVE_EXECUTED": str(tmp_path / "executed"), "TL_REQUIRE_ALL_NOTEBOOKS": "1"}
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for name in THREAD_VARIABLES:
         env.pop(name, None)
     args = ["-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env", "--rootdir", str(tmp_path)]
     args += ["-n", "2", "--dist", "loadscope", "--no-loadscope-reorder", "notebooks"]

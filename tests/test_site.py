@@ -9,6 +9,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from tests.helpers import nbval_project
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -103,13 +105,9 @@ def test_every_page_gets_provenance_and_credits(notebook):
 def test_nbval_run_saves_executed_copy_with_figures(tmp_path):
     """The root conftest writes what nbval executed (figures inline even under MPLBACKEND=Agg)."""
     import os
-    import shutil
     import subprocess
 
-    shutil.copy(REPO / "conftest.py", tmp_path / "conftest.py")
-    (tmp_path / "docs" / "site").mkdir(parents=True)
-    shutil.copy(REPO / "docs" / "site" / "executed.py", tmp_path / "docs" / "site" / "executed.py")
-    (tmp_path / "notebooks").mkdir()
+    nbval_project(tmp_path)
     nb = nbformat.v4.new_notebook(
         cells=[
             nbformat.v4.new_markdown_cell("# Demo"),

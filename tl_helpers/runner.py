@@ -39,6 +39,7 @@ __all__ = [
     "KERNEL_ENV",
     "OUTPUT_CAP",
     "TOTAL_TIMEOUT",
+    "THREAD_VARIABLES",
     "TRUNCATED",
     "RunOutcome",
     "capped_client",
@@ -58,6 +59,9 @@ CELL_TIMEOUT = 120
 TOTAL_TIMEOUT = 600
 OUTPUT_CAP = 200_000  # characters of output kept per cell
 TRUNCATED = "[output truncated by the grader]\n"
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+"""The variables that cap a kernel's compute threads (OpenMP, MKL, OpenBLAS)."""
 
 KERNEL_ENV: dict[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
 """Environment of every kernel the course starts. ``OMP_WAIT_POLICY=PASSIVE``: torch's OpenMP threads
@@ -342,7 +346,7 @@ class Prestarted:
         self.job_file = Path(self._private.name) / f"{secrets.token_hex(8)}.job.json"
         env = dict(kernel_env(), PYTHONUNBUFFERED="1", MPLBACKEND="Agg", **(env or {}))
         if threads is not None:
-            for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            for name in THREAD_VARIABLES:
                 env[name] = str(max(1, threads))
         self._env = env
         self.proc: subprocess.Popen | None = None
