@@ -42,7 +42,7 @@ doctor: install
 data: install
 	$(PY) -m tl_helpers data prepare
 
-# TEST_JOBS=2 (CI sets it): the unit tests first, alone, then the notebooks on two pytest-xdist workers, whole
+# TEST_JOBS=2 (CI sets it): the unit tests first, on two pytest-xdist workers, then the notebooks on two workers, whole
 # notebooks per worker, each kernel with one compute thread (conftest.py). Both parts run; either failing fails.
 TEST_JOBS ?= 1
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=600
@@ -52,7 +52,7 @@ ifeq ($(TEST_JOBS),1)
 	TL_REQUIRE_ALL_NOTEBOOKS=1 $(PY) -m pytest $(NBVAL) $(PYTEST_ARGS)
 else
 	status=0; \
-	$(PY) -m pytest tests $(PYTEST_ARGS) || status=1; \
+	$(PY) -m pytest tests -n $(TEST_JOBS) $(PYTEST_ARGS) || status=1; \
 	TL_REQUIRE_ALL_NOTEBOOKS=1 $(PY) -m pytest notebooks $(NBVAL) -n $(TEST_JOBS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS) || status=1; \
 	exit $$status
 endif

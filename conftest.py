@@ -63,7 +63,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 NBVAL_OUTPUT_TIMEOUT_S = 120
 
 
-# `make test TEST_JOBS=2` (CI sets it) runs the unit tests first, then the notebooks on two pytest-xdist workers
+# `make test TEST_JOBS=2` (CI sets it) runs the unit tests first (on two workers), then the notebooks on two workers
 # (`--dist loadscope --no-loadscope-reorder`: a notebook's cells stay together on one worker, in order), each
 # notebook's kernel with one compute thread, so that two kernels share the two cores without starving each other's
 # OpenMP threads. The notebooks are queued longest first and a worker takes the next one when it is nearly done with

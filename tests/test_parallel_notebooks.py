@@ -99,10 +99,10 @@ def test_two_workers_give_each_kernel_its_share_of_the_cpus_and_restore_the_env(
     assert set(_env_during_setup(conftest, unit).values()) == {None}
 
 
-def test_make_test_with_two_jobs_runs_the_unit_tests_alone_then_the_notebooks_on_two_workers():
+def test_make_test_with_two_jobs_runs_the_unit_tests_then_the_notebooks_on_two_workers():
     makefile = (REPO / "Makefile").read_text()
     assert "TEST_JOBS ?= 1" in makefile
-    assert "-m pytest tests $(PYTEST_ARGS) || status=1" in makefile
+    assert "-m pytest tests -n $(TEST_JOBS) $(PYTEST_ARGS) || status=1" in makefile
     assert "-m pytest notebooks $(NBVAL) -n $(TEST_JOBS) --dist loadscope --no-loadscope-reorder" in makefile
     assert "export TEST_JOBS=2" in (REPO / ".ci" / "run").read_text()
     assert any(line.strip().startswith('"pytest-xdist') for line in (REPO / "pyproject.toml").read_text().splitlines())
