@@ -61,11 +61,12 @@ LAYERS = {  # module -> the tl_helpers modules it may import
     "device": set(),
     "runner": set(),  # runs a notebook under limits; no torch, nothing of the course
     "quiz": set(),  # multiple-choice questions in the notebooks
+    "depthwise": set(),  # depthwise convolutions with a CPU-fast weight gradient (torch and timm only)
     # data and models (and, later, text) stand on the floor, independent of each other
     "getting_data": {"paths"},  # what to do when the data is missing (messages only)
     "archive": {"files", "getting_data", "paths"},
     "data": {"archive"} | _FLOOR,
-    "models": _FLOOR,
+    "models": {"depthwise"} | _FLOOR,
     "text": _FLOOR,  # notebook 08: language data, encoder and embeddings
     "private_data": {"data"} | _FLOOR,  # the instructor's data for grading outcome exercises
     "exercises": {"paths"},

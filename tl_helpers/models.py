@@ -19,6 +19,7 @@ import timm
 import torch
 from torch import nn
 
+from tl_helpers.depthwise import use_fast_depthwise
 from tl_helpers.files import sha256_text
 from tl_helpers.paths import downloads_allowed
 
@@ -172,6 +173,10 @@ def load_backbone(
         num_classes: Replace the 1000-class ImageNet head with this many outputs.
         allow_download: Permit a download (default ``$TL_ALLOW_DOWNLOAD``, else no).
 
+    The model's depthwise convolutions become :class:`tl_helpers.depthwise.DepthwiseConv2d` (same
+    parameters and outputs; on a CPU their weight gradient skips a slow path of PyTorch's, which makes a
+    training step of EfficientNet-Lite0 on 32-64 px images about 1.5-2x faster).
+
     Raises:
         WeightsNotFoundError: weights are not available offline and downloads are off.
         ValueError: unknown model name.
@@ -188,6 +193,7 @@ def load_backbone(
         model = _load_torchvision(name.split("/", 1)[1], pretrained, downloads_allowed(allow_download))
     else:
         model = _load_timm(name.removeprefix("timm/"), pretrained, downloads_allowed(allow_download))
+    use_fast_depthwise(model)
     if num_classes is not None:
         replace_head(model, num_classes)
     return model
