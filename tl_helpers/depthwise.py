@@ -1,9 +1,10 @@
 """Depthwise convolutions whose weight gradient stays fast on a CPU.
 
 EfficientNet's depthwise 3x3 and 5x5 convolutions meet small images in the last stages: at 48 px
-the last stage's feature maps are 2x2, smaller than the 5x5 kernel. For such shapes PyTorch's CPU
-weight gradient (oneDNN) takes a slow path: on a 2-core CPU one call took 10-35 ms where the
-forward pass took 0.2 ms, and those few layers cost about half of each training step
+the last stage's feature maps are 2x2, smaller than the 5x5 kernel. oneDNN's depthwise kernel does not
+take such shapes (``ONEDNN_VERBOSE=1`` shows ``gemm:jit`` instead of ``jit_dw``), so PyTorch's CPU weight
+gradient falls back to one tiny matrix product per channel: on a 2-core CPU one call took 10-35 ms
+where the forward pass took 0.2 ms, and those few layers cost about half of each training step
 (``benchmarks/depthwise.py`` measures it). The weight gradient of a depthwise convolution is a sum
 over kernel offsets of ``x`` shifted times ``grad_out``, which is cheap to compute directly when the
 output is that small.
