@@ -159,3 +159,24 @@ def test_swapped_model_survives_deepcopy_and_pickling():
         assert type(other.blocks[6][0].conv_dw) is type(model.blocks[6][0].conv_dw)
         with torch.no_grad():
             assert torch.equal(other(x), model(x))
+
+
+def test_under_cpu_autocast_the_modules_are_plain_convolutions():
+    torch.manual_seed(0)
+    plain = nn.Conv2d(8, 8, 5, padding=2, groups=8)
+    fast = copy.deepcopy(plain)
+    use_fast_depthwise(fast)
+    x = torch.randn(2, 8, 2, 2, requires_grad=True)
+    outs = []
+    for module in (fast, plain):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = module(x)
+        assert out.dtype == torch.bfloat16 and "DepthwiseConv2dFunction" not in type(out.grad_fn).__name__
+        out.float().sum().backward()
+        outs.append(out)
+    assert torch.equal(outs[0], outs[1]) and torch.equal(fast.weight.grad, plain.weight.grad)
+    model = models.load_backbone("efficientnet_lite0", pretrained=False, num_classes=3).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a whole training step of the swapped backbone
+        loss = F.cross_entropy(model(torch.randn(2, 3, 32, 32)), torch.tensor([0, 2]))
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())

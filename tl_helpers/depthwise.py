@@ -13,7 +13,7 @@ output is that small.
 subclasses that compute exactly that, on the CPU, only when the output is smaller than the kernel
 (where the direct sum wins) and only while a weight gradient is being recorded. The forward pass
 is the same call as before; the input gradient is PyTorch's own; off the CPU, in inference, under
-tracing, export or ``torch.compile`` the modules are plain convolutions. Parameters, state-dict
+autocast, tracing, export or ``torch.compile`` the modules are plain convolutions. Parameters, state-dict
 keys and ``isinstance(m, nn.Conv2d)`` are unchanged. The weight gradients agree with PyTorch's to
 float32 rounding (they add the same products in another order), and the same seed gives the same
 numbers from run to run.
@@ -156,6 +156,7 @@ def _direct_sum_pays(module: nn.Conv2d, x: torch.Tensor, out_size: tuple[int, in
         x.device.type != "cpu"
         or not torch.is_grad_enabled()
         or not module.weight.requires_grad
+        or torch.is_autocast_enabled("cpu")  # bfloat16 autocast: PyTorch's own path handles the casts
         or torch.jit.is_scripting()
         or torch.jit.is_tracing()
         or torch.compiler.is_compiling()
