@@ -148,24 +148,3 @@ def test_too_few_images_names_the_class(tmp_path):
     done = cli("adapt", str(messy.root), "--out", str(tmp_path / "m"), "--quiet", cache=tmp_path / "cache")
     assert done.returncode == 2 and "solo" in done.stderr
     assert not (tmp_path / "m").exists()
-
-
-def test_measure_throughput_times_fits_memory_format_and_gives_the_model_back_as_it_was():
-    import torch
-
-    from tl_helpers.adapt.strategies import measure_throughput
-    from tl_helpers.models import load_backbone
-
-    torch.manual_seed(0)
-    model = load_backbone(pretrained=False, num_classes=3)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    formats = []
-    model.register_forward_pre_hook(
-        lambda _m, inputs: formats.append(inputs[0].is_contiguous(memory_format=torch.channels_last))
-    )
-    throughput = measure_throughput(model, 32, torch.device("cpu"), batch_size=4)
-    assert throughput.forward > 0 and throughput.train > 0
-    assert formats and all(formats), "fit() trains channels_last on the CPU: the timed batches must be too"
-    assert all(p.is_contiguous() for p in model.parameters()), "the model's own memory format comes back"
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "weights restored"
-    assert not model.training

@@ -31,7 +31,7 @@ from tl_helpers.adapt.result import Comparison, CurvePoint, StrategyResult
 from tl_helpers.data import ImageTensors, make_loader, random_hflip
 from tl_helpers.features import extract_features, fit_logistic_regression
 from tl_helpers.models import get_head, get_preprocessing, keep_bn_statistics, layer_groups
-from tl_helpers.train import default_channels_last, fit, predict, warmup_cosine
+from tl_helpers.train import fit, predict, warmup_cosine
 
 __all__ = [
     "AUGMENTATIONS",
@@ -161,8 +161,6 @@ def measure_throughput(
 ) -> Throughput:
     """Time a few forward passes and training steps (after a warm-up) of ``model``; restores its weights.
 
-    The batches take the memory format :func:`tl_helpers.train.fit` trains with (channels_last on CPU and
-    CUDA), so that the time is the one training will take; ``model``'s own format is restored afterwards.
     BatchNorm is kept on its pretrained statistics (:func:`tl_helpers.models.keep_bn_statistics`), as in
     :func:`fine_tune`; the hooks stay on ``model``, which changes nothing in eval mode.
     """
@@ -171,15 +169,7 @@ def measure_throughput(
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     keep_bn_statistics(model)  # as fine_tune trains (and harmless for features, which run in eval mode)
     model.to(device)
-    channels_last = default_channels_last(device)
-    was_channels_last = any(
-        p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-        for p in model.parameters()
-    )
     x = torch.randn(batch_size, 3, image_size, image_size, device=device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
     y = torch.zeros(batch_size, dtype=torch.long, device=device)
     forward = _time_forward(model, x, 2)
     model.train()
@@ -194,8 +184,6 @@ def measure_throughput(
         opt.step()
     synchronize(device)
     train = (time.perf_counter() - t0) / (3 * batch_size)
-    if channels_last and not was_channels_last:
-        model.to(memory_format=torch.contiguous_format)
     model.load_state_dict(state)
     model.eval()
     return Throughput(forward=forward, train=train)
