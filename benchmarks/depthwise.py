@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from tl_helpers.depthwise import DepthwiseConv2d, DepthwiseConv2dSame
+from tl_helpers.depthwise import use_plain_depthwise
 from tl_helpers.device import get_device
 from tl_helpers.models import load_backbone
 
@@ -33,9 +33,7 @@ def make_model(fast: bool) -> torch.nn.Module:
     torch.manual_seed(0)
     model = load_backbone("efficientnet_lite0", pretrained=False, num_classes=10)
     if not fast:
-        for module in model.modules():  # back to PyTorch's nn.Conv2d / timm's Conv2dSame
-            if type(module) in (DepthwiseConv2d, DepthwiseConv2dSame):
-                module.__class__ = module.__class__.__mro__[1]
+        use_plain_depthwise(model)  # back to PyTorch's nn.Conv2d / timm's Conv2dSame
     return model.to(memory_format=torch.channels_last).train()
 
 

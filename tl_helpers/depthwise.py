@@ -33,6 +33,7 @@ __all__ = [
     "depthwise_conv2d",
     "depthwise_weight_grad",
     "use_fast_depthwise",
+    "use_plain_depthwise",
 ]
 
 
@@ -221,5 +222,20 @@ def use_fast_depthwise(model: nn.Module) -> int:
     for module in model.modules():
         if _swappable(module):
             module.__class__ = _SWAPS[type(module)]
+            swapped += 1
+    return swapped
+
+
+def use_plain_depthwise(model: nn.Module) -> int:
+    """Undo :func:`use_fast_depthwise` (in place): back to ``nn.Conv2d`` / timm's ``Conv2dSame``.
+
+    Returns:
+        How many modules were swapped back.
+    """
+    plain = {fast: original for original, fast in _SWAPS.items()}
+    swapped = 0
+    for module in model.modules():
+        if type(module) in plain:
+            module.__class__ = plain[type(module)]
             swapped += 1
     return swapped

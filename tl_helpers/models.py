@@ -167,15 +167,15 @@ def load_backbone(
         - ``"torchvision/<name>"``: torchvision's ``DEFAULT`` weights, from the torch hub
           cache, or downloaded when allowed.
 
+    The model's depthwise convolutions become :class:`tl_helpers.depthwise.DepthwiseConv2d` (same
+    parameters and outputs; on a CPU their weight gradient skips a slow path of PyTorch's, which makes a
+    training step of EfficientNet-Lite0 on 32-64 px images 1.7-2.3x faster).
+
     Args:
         name: Model name as above.
         pretrained: Load ImageNet weights (``False``: random initialisation).
         num_classes: Replace the 1000-class ImageNet head with this many outputs.
         allow_download: Permit a download (default ``$TL_ALLOW_DOWNLOAD``, else no).
-
-    The model's depthwise convolutions become :class:`tl_helpers.depthwise.DepthwiseConv2d` (same
-    parameters and outputs; on a CPU their weight gradient skips a slow path of PyTorch's, which makes a
-    training step of EfficientNet-Lite0 on 32-64 px images about 1.5-2x faster).
 
     Raises:
         WeightsNotFoundError: weights are not available offline and downloads are off.
