@@ -62,11 +62,12 @@ LAYERS = {  # module -> the tl_helpers modules it may import
     "runner": set(),  # runs a notebook under limits; no torch, nothing of the course
     "quiz": set(),  # multiple-choice questions in the notebooks
     "depthwise": set(),  # depthwise convolutions with a CPU-fast weight gradient (torch and timm only)
+    "pointwise": set(),  # 1x1 convolutions as a matrix product on small CPU feature maps (torch only)
     # data and models (and, later, text) stand on the floor, independent of each other
     "getting_data": {"paths"},  # what to do when the data is missing (messages only)
     "archive": {"files", "getting_data", "paths"},
     "data": {"archive"} | _FLOOR,
-    "models": {"depthwise"} | _FLOOR,
+    "models": {"depthwise", "pointwise"} | _FLOOR,
     "text": _FLOOR,  # notebook 08: language data, encoder and embeddings
     "private_data": {"data"} | _FLOOR,  # the instructor's data for grading outcome exercises
     "exercises": {"paths"},

@@ -22,6 +22,7 @@ from torch import nn
 from tl_helpers.depthwise import use_fast_depthwise
 from tl_helpers.files import sha256_text
 from tl_helpers.paths import downloads_allowed
+from tl_helpers.pointwise import use_fast_pointwise
 
 __all__ = [
     "BUNDLED_WEIGHTS",
@@ -169,7 +170,9 @@ def load_backbone(
 
     The model's depthwise convolutions become :class:`tl_helpers.depthwise.DepthwiseConv2d` (same
     parameters and outputs; on a CPU their weight gradient skips a slow path of PyTorch's, which makes a
-    training step of EfficientNet-Lite0 on 32-64 px images 1.7-2.3x faster).
+    training step of EfficientNet-Lite0 on 32-64 px images 1.7-2.3x faster), and its 1x1 convolutions
+    :class:`tl_helpers.pointwise.PointwiseConv2d` (a matrix product on small CPU feature maps; see
+    ``benchmarks/pointwise.py``).
 
     Args:
         name: Model name as above.
@@ -194,6 +197,7 @@ def load_backbone(
     else:
         model = _load_timm(name.removeprefix("timm/"), pretrained, downloads_allowed(allow_download))
     use_fast_depthwise(model)
+    use_fast_pointwise(model)
     if num_classes is not None:
         replace_head(model, num_classes)
     return model
