@@ -110,6 +110,7 @@ bench: install
 	$(PY) benchmarks/adapt.py
 	$(PY) benchmarks/depthwise.py
 	$(PY) benchmarks/pointwise.py
+	$(PY) benchmarks/optimizer.py
 
 # The GPU paths on a real GPU (< 8 min): the fast requires_cuda tests with TL_REQUIRE_CUDA=1, notebook 06's
 # capstone recipe and `make bench BENCH_ARGS=--quick`; figures to build/gpu_check.json. Without CUDA it says

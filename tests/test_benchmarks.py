@@ -123,3 +123,38 @@ def test_bare_loop_runs_under_the_precision_it_is_given(bench):
     bench.bare_loop(model, _loader(), opt, 1, cpu, precision=bench.dev.choose_precision(cpu, True))
     bench.bare_loop(model, _loader(), opt, 1, cpu)  # fit's default on the CPU: fp32
     assert dtypes == [torch.bfloat16, torch.float32]
+
+
+def _run_benchmark(script: str, out: Path, *args: str) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), "--out", str(out), *args],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize(("script", "ratios"), [
+    ("depthwise.py", ("speedup",)),
+    ("pointwise.py", ("train_speedup", "infer_speedup")),
+])  # fmt: skip
+def test_convolution_benchmarks_time_both_arms_and_write_their_ratios(tmp_path, script, ratios):
+    result = _run_benchmark(script, tmp_path / "out.json", "--sizes", "32", "--steps", "1", "--rounds", "1")
+    (row,) = result["rows"]
+    assert row["size"] == 32 and result["threads"] >= 1
+    for key in ratios:
+        assert row[key] > 0 and all(v > 0 for k, v in row.items() if k.endswith("img_s"))
+
+
+@pytest.mark.real_data("sst2")
+def test_optimizer_benchmark_times_both_updates_for_both_models(tmp_path):
+    result = _run_benchmark("optimizer.py", tmp_path / "out.json", "--steps", "1", "--rounds", "1")
+    rows = {row["model"]: row for row in result["rows"]}
+    assert set(rows) == {"efficientnet_lite0", "all-MiniLM-L6-v2"}
+    assert 3e6 < rows["efficientnet_lite0"]["parameters"] < 5e6 and 2e7 < rows["all-MiniLM-L6-v2"]["parameters"] < 3e7
+    for row in rows.values():
+        assert min(row["foreach_step_ms"], row["fused_step_ms"], row["fused_train_step_ms"]) > 0

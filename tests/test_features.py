@@ -83,6 +83,20 @@ def test_feature_cache_invalidated_by_preprocessing_and_data(backbone, tensors, 
     assert len(list(cache.glob("*.pt"))) == 3
 
 
+def test_feature_cache_is_keyed_on_the_code_that_runs_the_weights(backbone, tensors, tmp_path):
+    import copy
+
+    from tl_helpers.pointwise import use_plain_pointwise
+
+    cache = tmp_path / "feat"
+    X1, _ = features.cached_features(backbone, tensors, cache=cache, progress=False)
+    plain = copy.deepcopy(backbone)
+    assert use_plain_pointwise(plain) > 0  # the same weights, run by nn.Conv2d: an entry of its own
+    X2, _ = features.cached_features(plain, tensors, cache=cache, progress=False)
+    assert len(list(cache.glob("*.pt"))) == 2
+    torch.testing.assert_close(X1, X2, rtol=1e-4, atol=1e-4)  # equal to float32 rounding, and no more
+
+
 def test_feature_cache_is_keyed_on_pixels_not_file_names(backbone, tensors, tmp_path):
     """Same file names and labels, other pixels (a transformed copy): other features, never the first ones."""
     cache = tmp_path / "feat"

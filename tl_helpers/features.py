@@ -70,7 +70,7 @@ def extract_features(
     return torch.cat(xs).cpu(), torch.cat(ys)  # one copy back, not one wait per batch
 
 
-FEATURE_CACHE_FORMAT = 2  # 2: keyed by the images' content, {key, value} entries (files.load_or_build)
+FEATURE_CACHE_FORMAT = 3  # 2: keyed by the images' content, {key, value} entries; 3: and by the code running the model
 
 
 def feature_cache_key(
@@ -82,15 +82,21 @@ def feature_cache_key(
     std: Sequence[float],
     interpolation: str,
 ) -> str:
-    """What cached features depend on: the exact weights, the preprocessing, the pixels and the labels.
+    """What cached features depend on: the exact weights, the code that runs them, the preprocessing, the pixels.
 
     The images and labels are hashed by content (:func:`tl_helpers.files.tensor_digest`), so
     two splits with the same file names and different pixels (a transformed copy, a
-    colour-shifted or augmented set) never share features.
+    colour-shifted or augmented set) never share features. The code is the class of every module
+    and the torch version: the same weights run as ``nn.Conv2d`` or as
+    :class:`tl_helpers.pointwise.PointwiseConv2d`, or by another torch, give features that differ in
+    the last bits, and a cache must give back exactly what computing them gives.
     """
     state = model.state_dict()
+    module_types = [f"{type(m).__module__}.{type(m).__qualname__}" for m in model.modules()]
     return sha256_text(
         FEATURE_CACHE_FORMAT,
+        torch.__version__,
+        *module_types,
         *state,
         tensor_digest(*state.values()),
         image_size,
