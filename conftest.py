@@ -68,23 +68,24 @@ NBVAL_OUTPUT_TIMEOUT_S = 120
 # notebook's kernel with one compute thread, so that two kernels share the two cores without starving each other's
 # OpenMP threads. The notebooks are queued longest first and a worker takes the next one when it is nearly done with
 # its own. The seconds below: each notebook's cells under nbval, one thread, two notebooks at a time as above, on a
-# 2-core AMD EPYC with AVX2 only (2026-12-07, with tl_helpers.depthwise); a notebook missing here counts as
+# 2-core AMD EPYC with AVX2 only (2026-12-07, with tl_helpers.depthwise and .pointwise and fused AdamW; 03, 06, 08,
+# 10 and 11 scaled from their longest cells); a notebook missing here counts as
 # NOTEBOOK_SECONDS_DEFAULT (a test asks for every notebook). Two one-thread training loops side by side processed
 # 1.14-1.41x the images of one two-thread loop alone (a 2-core Intel Xeon). A notebook computes slightly different
 # numbers with one thread than with two (as it does on another CPU, or with four threads); its asserts hold on each.
 NOTEBOOK_SECONDS = {
     "00_setup_check": 8,
     "01_pretrained_models": 41,
-    "02_feature_extraction": 79,
-    "03_freezing": 152,
+    "02_feature_extraction": 147,
+    "03_freezing": 143,
     "04_replacing_the_head": 68,
-    "05_fine_tuning_low_lr": 521,
-    "06_capstone_quick_check": 515,
-    "07_when_transfer_helps": 972,
-    "08_transfer_in_language": 276,
+    "05_fine_tuning_low_lr": 459,
+    "06_capstone_quick_check": 466,
+    "07_when_transfer_helps": 798,
+    "08_transfer_in_language": 257,
     "09_your_own_images": 107,
-    "10_choosing_the_source": 321,
-    "11_language_fine_tuning_on_equal_terms": 586,
+    "10_choosing_the_source": 292,
+    "11_language_fine_tuning_on_equal_terms": 502,
 }
 NOTEBOOK_SECONDS_DEFAULT = 300
 
