@@ -69,6 +69,9 @@ class _Computed:
     def __call__(self, *args, **kwargs):
         return self
 
+    def __iter__(self):  # finite: without it, iteration would call __getitem__ forever and exhaust the memory
+        return iter((self,))
+
     def __format__(self, spec):
         return "<computed>"
 
