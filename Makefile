@@ -17,8 +17,8 @@ TL_SST2_DIR ?= $(wildcard $(CURDIR)/../shared/data/sst2)
 export TL_SST2_DIR
 PYTEST_ARGS ?=
 # Environment of the course's kernels (the same pairs as tl_helpers.runner.KERNEL_ENV; a test compares them):
-# torch's OpenMP threads sleep instead of spinning while they wait, so a kernel sharing its CPUs stays fast.
-KERNEL_ENV := --env OMP_WAIT_POLICY PASSIVE
+# torch's OpenMP threads spin for only a moment while they wait, then sleep, so a kernel sharing its CPUs stays fast.
+KERNEL_ENV := --env OMP_WAIT_POLICY PASSIVE --env GOMP_SPINCOUNT 1000
 
 .PHONY: install lab test test-fast lint format exercises check-exercises bench bench-grading bench-shared-cpu gpu-check e2e doctor data clean site site-install site-check
 

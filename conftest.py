@@ -17,15 +17,28 @@ _notebook_results: dict[str, bool] = {}
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Give this run the course's kernel environment (``OMP_WAIT_POLICY=PASSIVE``) unless it sets its own.
+    """Give this run the course's kernel environment (``tl_helpers.runner.KERNEL_ENV``) unless it sets its own.
 
     nbval's kernels (``--nbval-current-env``) inherit this process's environment, and libgomp reads the
-    variable only when torch loads: this hook runs before any test module (or torch) is imported.
+    variables only when torch loads: this hook runs before any test module (or torch) is imported. Where
+    several pytest-xdist workers keep the CPUs busy at once (``make test TEST_JOBS=2``), waiting threads do
+    not spin at all (``NO_SPIN_ENV``): the workers, the grader's kernels they start and the notebooks'.
     """
-    from tl_helpers.runner import KERNEL_ENV  # torch-free
+    from tl_helpers.runner import KERNEL_ENV, NO_SPIN_ENV  # torch-free
 
-    for name, value in KERNEL_ENV.items():
+    env = dict(KERNEL_ENV)
+    if _several_workers(config):
+        env.update(NO_SPIN_ENV)
+    for name, value in env.items():
         os.environ.setdefault(name, value)
+
+
+def _several_workers(config: pytest.Config) -> bool:
+    """Whether this session runs on more than one pytest-xdist worker (asked in the controller or a worker)."""
+    if hasattr(config, "workerinput"):
+        return int(config.workerinput["workercount"]) > 1
+    workers = getattr(config.option, "numprocesses", None)
+    return bool(workers) and workers != 1
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -28,11 +28,13 @@ sys.path.insert(0, str(REPO))
 from tl_helpers.runner import KERNEL_ENV  # noqa: E402  (torch-free: this process never loads torch)
 
 VARIANTS: dict[str, dict] = {
-    # the course's kernels: no spinning, threads from available_cpus() (get_device/seed_everything do that)
+    # the course's kernels: threads spin for 1,000 turns, then sleep; threads from available_cpus()
     "kernel env": {"env": dict(KERNEL_ENV), "configure_threads": True},
+    # no spinning at all (the course's kernels before GOMP_SPINCOUNT=1000)
+    "no spin": {"env": {"OMP_WAIT_POLICY": "PASSIVE"}, "configure_threads": True},
     # torch's defaults: threads spin (GOMP_SPINCOUNT 300,000) while they wait, one thread per CPU in the affinity
     "torch defaults": {"env": {}, "configure_threads": False},
-    # a middle way: spin briefly, then sleep
+    # a longer spin, then sleep
     "short spin": {"env": {"GOMP_SPINCOUNT": "10000"}, "configure_threads": True},
 }
 

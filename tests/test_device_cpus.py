@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -129,16 +130,41 @@ def test_the_automatic_configuration_only_lowers_the_thread_count(monkeypatch, r
     assert torch.get_num_threads() == 2
 
 
-def test_kernel_env_adds_passive_waiting_without_overriding_the_caller():
-    assert runner.KERNEL_ENV == {"OMP_WAIT_POLICY": "PASSIVE"}
-    assert runner.kernel_env({"PATH": "/bin"}) == {"PATH": "/bin", "OMP_WAIT_POLICY": "PASSIVE"}
+def test_kernel_env_adds_a_short_spin_without_overriding_the_caller():
+    assert runner.KERNEL_ENV == {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "1000"}
+    assert runner.kernel_env({"PATH": "/bin"}) == {"PATH": "/bin", **runner.KERNEL_ENV}
     assert runner.kernel_env({"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert runner.kernel_env({"GOMP_SPINCOUNT": "0"})["GOMP_SPINCOUNT"] == "0"
 
 
 def test_this_test_run_has_the_kernel_env():
     """The root conftest sets it before torch loads, so nbval's kernels inherit it."""
     for name in runner.KERNEL_ENV:
         assert os.environ.get(name), name  # setdefault: a value the caller exported wins
+
+
+@pytest.mark.parametrize(
+    ("workerinput", "numprocesses", "spin"),
+    [
+        (None, None, "1000"),  # no xdist: one job, the course's short spin
+        (None, 1, "1000"),
+        (None, 2, "0"),  # the controller of `-n 2`, before it starts the workers
+        ({"workercount": 2}, None, "0"),  # a worker of `-n 2`
+        ({"workercount": 1}, None, "1000"),
+    ],
+)
+def test_conftest_stops_spinning_where_several_workers_share_the_cpus(monkeypatch, workerinput, numprocesses, spin):
+    conftest = load_root_conftest()
+    config = types.SimpleNamespace(option=types.SimpleNamespace(numprocesses=numprocesses))
+    if workerinput is not None:
+        config.workerinput = workerinput
+    for name in (*runner.KERNEL_ENV, *runner.NO_SPIN_ENV):
+        monkeypatch.delenv(name, raising=False)  # restored after the test
+    conftest.pytest_configure(config)
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE" and os.environ["GOMP_SPINCOUNT"] == spin
+    monkeypatch.setenv("GOMP_SPINCOUNT", "5")  # a value the caller exported wins
+    conftest.pytest_configure(config)
+    assert os.environ["GOMP_SPINCOUNT"] == "5"
 
 
 def test_ci_wait_policy_reaches_notebook_kernels_only_and_is_restored(monkeypatch):
@@ -169,18 +195,20 @@ def test_ci_wait_policy_reaches_notebook_kernels_only_and_is_restored(monkeypatc
     assert policy_during_setup(NotebookCell()) == ("PASSIVE", "PASSIVE")
 
 
-def test_libgomp_reads_the_kernel_env_and_stops_spinning():
+def test_libgomp_reads_the_kernel_env_and_spins_only_briefly():
     code = "import torch; torch.ones(64, 64).sum()"
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
     outputs = {}
-    for label, env in (("kernel", runner.kernel_env(base)), ("default", base)):
+    no_spin = runner.kernel_env({**base, **runner.NO_SPIN_ENV})
+    for label, env in (("kernel", runner.kernel_env(base)), ("no spin", no_spin), ("default", base)):
         r = subprocess.run(
             [sys.executable, "-c", code], env={**env, "OMP_DISPLAY_ENV": "VERBOSE"}, capture_output=True, text=True
         )
         assert r.returncode == 0, r.stderr[-2000:]
         outputs[label] = dict(re.findall(r"^\s*(\w+) = '([^']*)'", r.stderr, flags=re.M))
-    assert outputs["kernel"]["GOMP_SPINCOUNT"] == "0"  # waiting threads sleep at once
-    assert outputs["default"]["GOMP_SPINCOUNT"] != "0"  # what torch does without it: spin
+    assert outputs["kernel"]["GOMP_SPINCOUNT"] == "1000"  # waiting threads spin a few microseconds, then sleep
+    assert outputs["no spin"]["GOMP_SPINCOUNT"] == "0"  # waiting threads sleep at once
+    assert int(outputs["default"]["GOMP_SPINCOUNT"]) > 100_000  # what torch does without it: spin for milliseconds
 
 
 def test_makefile_installs_the_kernel_specs_with_the_kernel_env(tmp_path):

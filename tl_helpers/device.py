@@ -7,8 +7,9 @@ CPU threads: torch starts one compute thread per CPU the process may run on, whi
 container's CPU quota, and its OpenMP threads spin while they wait. :func:`available_cpus` counts
 the CPUs this process may really use (affinity and cgroup quota); :func:`configure_cpu_threads`
 sizes torch's thread pools to it. :func:`get_device` and :func:`seed_everything`, which every
-notebook calls first, call it once per process. Not spinning is set where kernels start
-(``OMP_WAIT_POLICY``, read only when torch loads; see :data:`tl_helpers.runner.KERNEL_ENV`).
+notebook calls first, call it once per process. How long waiting threads spin is set where kernels
+start (``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT``, read only when torch loads; see
+:data:`tl_helpers.runner.KERNEL_ENV`).
 """
 
 from __future__ import annotations

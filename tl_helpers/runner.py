@@ -9,8 +9,8 @@ the kernel's own group, after a total timeout. Errors in cells are recorded, nev
 raised. :mod:`tl_helpers.grading` builds the gradebook on top of this.
 
 Kernels get :data:`KERNEL_ENV` (unless the caller's environment sets those variables): the
-course's compute threads wait without spinning, so kernels beside each other, or beside
-another job, do not burn the CPUs they are waiting for. ``make install`` writes the same
+course's compute threads spin only for a moment while they wait, then sleep, so kernels beside
+each other, or beside another job, do not burn the CPUs they are waiting for. ``make install`` writes the same
 variables into the course's kernel specs, and the root ``conftest.py`` into the test run's.
 
 Isolation needs POSIX process groups (``os.setsid``, ``os.killpg``): :func:`isolation_missing`
@@ -37,6 +37,7 @@ from typing import Any, Callable
 __all__ = [
     "CELL_TIMEOUT",
     "KERNEL_ENV",
+    "NO_SPIN_ENV",
     "OUTPUT_CAP",
     "TOTAL_TIMEOUT",
     "THREAD_VARIABLES",
@@ -63,11 +64,21 @@ TRUNCATED = "[output truncated by the grader]\n"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 """The variables that cap a kernel's compute threads (OpenMP, MKL, OpenBLAS)."""
 
-KERNEL_ENV: dict[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
-"""Environment of every kernel the course starts. ``OMP_WAIT_POLICY=PASSIVE``: torch's OpenMP threads
-(libgomp, which reads it only when torch loads) sleep instead of spinning while they wait for work, so
-a kernel whose CPUs are shared with another job does not spend them spinning (measured by
-``benchmarks/shared_cpu.py``). The Makefile's ``install`` passes the same pairs to ``ipykernel install``."""
+KERNEL_ENV: dict[str, str] = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "1000"}
+"""Environment of every kernel the course starts, read by torch's OpenMP runtime only when torch loads.
+
+``OMP_WAIT_POLICY=PASSIVE``: compute threads sleep instead of spinning while they wait for work, so a
+kernel whose CPUs are shared with another job does not spend them spinning (torch's default spins for
+milliseconds: two trainings at once each ran up to 12x slower). ``GOMP_SPINCOUNT=1000``: with libgomp
+(torch's runtime on Linux) a waiting thread first spins for 1,000 turns, a few microseconds, which
+covers the short gaps between the many small operations of a training step on small images: a kernel
+alone trained EfficientNet-Lite0 1.4-2x faster at 32-64 px than with no spinning at all, two at once
+each about 2.5x slower than alone instead of 2x (``benchmarks/shared_cpu.py``). Other OpenMP runtimes
+ignore it and only sleep. The Makefile's ``install`` passes the same pairs to ``ipykernel install``."""
+
+NO_SPIN_ENV: dict[str, str] = {"GOMP_SPINCOUNT": "0"}
+"""What replaces :data:`KERNEL_ENV`'s spin count where several jobs keep the CPUs busy at once (the
+root ``conftest.py`` under pytest-xdist): waiting threads sleep at once."""
 
 
 def kernel_env(base: dict[str, str] | None = None) -> dict[str, str]:
