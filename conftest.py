@@ -36,8 +36,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def _several_workers(config: pytest.Config) -> bool:
     """Whether this session runs on more than one pytest-xdist worker (asked in the controller or a worker)."""
     if hasattr(config, "workerinput"):
-        return int(config.workerinput["workercount"]) > 1
-    workers = getattr(config.option, "numprocesses", None)
+        return _xdist_workers(config) > 1
+    workers = getattr(config.option, "numprocesses", None)  # the controller of `-n N`
     return bool(workers) and workers != 1
 
 
